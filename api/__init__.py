@@ -1,0 +1,1 @@
+"""The doors: REST and WebSocket routers, one module per audience."""

@@ -1,0 +1,108 @@
+"""Shopper REST: start a chat session (signed token), read one's own conversation, demo customers."""
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
+from sqlalchemy import case, func
+from sqlmodel import col, select
+
+from api.deps import SessionDep, SettingsDep, ShopperSession
+from commerce.models import Conversation, Customer, Message, Order
+from shopdesk.security import SessionClaims, issue_token
+
+router = APIRouter(prefix="/api", tags=["shopper"])
+
+
+class SessionRequest(BaseModel):
+    customer_id: str | None = Field(default=None, max_length=64, description="Demo only: sign in as this customer")
+
+
+class SessionResponse(BaseModel):
+    token: str
+    conversation_id: str
+    customer: dict[str, Any] | None
+
+
+@router.post("/session", response_model=SessionResponse)
+def start_session(body: SessionRequest, db: SessionDep, settings: SettingsDep) -> SessionResponse:
+    """A new conversation bound to a demo customer (demo mode) or to a guest who must verify."""
+    customer = None
+    if body.customer_id is not None:
+        if not settings.demo_mode:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "signing in by customer id is only for the demo store")
+        customer = db.get(Customer, body.customer_id)
+        if customer is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown customer {body.customer_id!r}")
+    conv = Conversation(
+        id=str(uuid.uuid4()),
+        customer_id=customer.id if customer else None,
+        identity="customer" if customer else "guest",
+    )
+    db.add(conv)
+    db.commit()
+    token = issue_token(SessionClaims(conversation_id=conv.id, customer_id=conv.customer_id), settings)
+    return SessionResponse(
+        token=token,
+        conversation_id=conv.id,
+        customer={"id": customer.id, "first_name": customer.first_name} if customer else None,
+    )
+
+
+@router.get("/conversation/messages")
+def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0, ge=0)) -> dict[str, Any]:
+    """The session's own conversation (for reloads and reconnects); nobody else's is reachable."""
+    rows = db.exec(
+        select(Message)
+        .where(Message.conversation_id == shopper.conversation_id, col(Message.id) > after_id)
+        .order_by(col(Message.id))
+    ).all()
+    return {
+        "conversation_id": shopper.conversation_id,
+        "messages": [
+            {
+                "id": r.id,
+                "role": r.role,
+                "text": r.content,
+                "client_id": r.client_id,
+                "cards": (r.meta or {}).get("cards", []),
+                "citations": (r.meta or {}).get("citations", []),
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in rows
+        ],
+    }
+
+
+@router.get("/demo/customers")
+def demo_customers(db: SessionDep, settings: SettingsDep, limit: int = Query(12, ge=1, le=100)) -> dict[str, Any]:
+    """Customers to sign in as on the demo page: those with a mix of orders, most interesting first."""
+    if not settings.demo_mode:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not a demo store")
+    pending = func.sum(case((col(Order.status) == "pending", 1), else_=0))
+    rows = db.exec(
+        select(Customer.id, Customer.first_name, Customer.last_name, func.count(col(Order.id)), pending)
+        .join(Order, col(Order.customer_id) == col(Customer.id))
+        .group_by(col(Customer.id), col(Customer.first_name), col(Customer.last_name))
+        .order_by(func.count(col(Order.id)).desc(), col(Customer.id))
+        .limit(limit)
+    ).all()
+    orders_of: dict[str, list[dict[str, str]]] = {r[0]: [] for r in rows}
+    for order_id, customer_id, order_status in db.exec(
+        select(Order.id, Order.customer_id, Order.status)
+        .where(col(Order.customer_id).in_(list(orders_of)))
+        .order_by(col(Order.created_at).desc())
+    ).all():
+        orders_of[customer_id].append({"id": order_id, "status": order_status})
+    return {
+        "customers": [
+            {
+                "id": r[0],
+                "name": f"{r[1]} {r[2]}",
+                "orders": orders_of[r[0]],
+                "pending": int(r[4] or 0),
+            }
+            for r in rows
+        ]
+    }

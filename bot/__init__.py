@@ -1,0 +1,1 @@
+"""The conversation brain: backends, agent loop, tools, session state."""

@@ -1,0 +1,497 @@
+"""The turn loop: plan -> act (tools) -> answer, streaming protocol events as it goes.
+
+Small models get a grammar-constrained decision whose branches only admit arguments the shopper
+actually wrote; capable models get the tool schemas natively. Either way every tool call goes through
+the registry's checks, writes wait for a confirmation, and the reply passes the grounding check.
+Each step is recorded (decision, tool call, draft, grounding) on the assistant message, so a turn can
+be replayed and inspected. No database transaction is held while the model streams.
+"""
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from bot import grounding, slots
+from bot.llm.base import BackendError, ChatBackend, Message, TextDelta, ToolCall
+from bot.prompts import PromptStore
+from bot.tools import ToolContext, ToolRegistry, ToolResult, default_tools, slot_values
+from commerce import customers
+from commerce.models import Conversation, ToolCallRecord, utcnow
+from commerce.models import Message as MessageRow
+from shopdesk.db import session_scope
+from shopdesk.redact import redact_value
+from shopdesk.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+ASK_TEXT = {
+    "order_id": "Which order is it about? Please give me the order number (it looks like #W1234567).",
+    "identity": (
+        "To help with your account I first need to verify you: please tell me your email, "
+        "or your first name, last name and zip code."
+    ),
+    "clarification": "Could you tell me a bit more about what you need? I can check, list or cancel your orders.",
+}
+UNAVAILABLE_TEXT = (
+    "I'm having trouble answering right now. Your message is saved. "
+    "Would you like me to connect you with a person from our support team?"
+)
+SAFE_FALLBACK = (
+    "I can help with your orders: checking an order's status and tracking, listing your orders, "
+    "or cancelling a pending order. I can also connect you with a person."
+)
+DECLINED_TEXT = "Okay, I haven't changed anything."
+
+
+def _pieces(text: str) -> list[str]:
+    """Word-sized chunks, so deterministic replies stream like model text."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+class TurnError(Exception):
+    pass
+
+
+class Agent:
+    def __init__(
+        self,
+        backend: ChatBackend,
+        engine: Engine,
+        settings: Settings,
+        tools: ToolRegistry | None = None,
+        prompts: PromptStore | None = None,
+        store_name: str = "Shopdesk Demo Store",
+    ):
+        self.backend = backend
+        self.engine = engine
+        self.settings = settings
+        self.tools = tools or default_tools()
+        self.prompts = prompts or PromptStore()
+        self.store_name = store_name
+
+    # ---- public ---------------------------------------------------------------------------------
+
+    async def run_turn(self, conversation_id: str, text: str, client_id: str | None = None) -> AsyncIterator[Event]:
+        """Handle one shopper message; yields protocol events and always ends with `done`."""
+        started = time.perf_counter()
+        turn = _Turn(started)
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            if conv is None:
+                raise TurnError(f"unknown conversation {conversation_id}")
+            if client_id and db.exec(
+                select(MessageRow).where(
+                    MessageRow.conversation_id == conversation_id, MessageRow.client_id == client_id
+                )
+            ).first():
+                yield {"type": "done", "duplicate": True, "client_id": client_id}
+                return
+            user_row = MessageRow(conversation_id=conversation_id, role="user", content=text, client_id=client_id)
+            db.add(user_row)
+            conv.updated_at = utcnow()
+            db.add(conv)
+        yield {"type": "ack", "message_id": user_row.id, "client_id": client_id}
+
+        if conv.state in ("waiting", "agent"):
+            yield {"type": "handoff", "state": conv.state, "text": "A member of our team will reply here."}
+            yield {"type": "done"}
+            return
+
+        try:
+            if conv.pending_action:
+                async for event in self._confirmation(conv, text, turn):
+                    yield event
+            else:
+                async for event in self._plan_and_act(conv, text, turn):
+                    yield event
+        except BackendError as exc:
+            log.warning("backend failed in conversation %s: %s", conversation_id, exc)
+            turn.steps.append({"type": "error", "error": str(exc)})
+            yield {"type": "error", "code": "llm_unavailable", "message": UNAVAILABLE_TEXT, "handoff_offer": True}
+            turn.final_text = UNAVAILABLE_TEXT
+            turn.draft = ""
+
+        message_id = self._save_reply(conversation_id, turn)
+        yield {
+            "type": "message",
+            "id": message_id,
+            "text": turn.final_text,
+            "citations": turn.citations,
+            "replaced": turn.replaced,
+        }
+        yield {"type": "done", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    async def confirm(self, conversation_id: str, approve: bool) -> AsyncIterator[Event]:
+        """The confirm/cancel buttons: the same path as typing yes or no."""
+        async for event in self.run_turn(conversation_id, "yes" if approve else "no"):
+            yield event
+
+    # ---- steps ----------------------------------------------------------------------------------
+
+    async def _confirmation(self, conv: Conversation, text: str, turn: "_Turn") -> AsyncIterator[Event]:
+        pending = conv.pending_action or {}
+        answer = slots.yes_or_no(text)
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
+            conv.pending_action = None
+            db.add(conv)
+            if answer is not True:
+                self._audit(db, conv.id, pending.get("tool", "?"), pending.get("args", {}), "declined", {}, 0.0)
+        if answer is None:
+            # The shopper moved on: nothing is changed, and the new message is handled normally.
+            turn.steps.append({"type": "confirmation", "answer": None})
+            async for event in self._plan_and_act(conv, text, turn, preface=DECLINED_TEXT + " "):
+                yield event
+            return
+        if answer is False:
+            turn.steps.append({"type": "confirmation", "answer": False})
+            async for event in self._say(DECLINED_TEXT, turn):
+                yield event
+            return
+        turn.steps.append({"type": "confirmation", "answer": True})
+        tool = self.tools.get(pending["tool"])
+        t0 = time.perf_counter()
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
+            ctx = ToolContext(db, conv, self._user_texts(db, conv.id))
+            # The proposal was made for one customer; it never runs for another.
+            if pending.get("customer_id") != conv.customer_id or tool.execute is None:
+                result = ToolResult(outcome="refused", text="That action is no longer valid.")
+            else:
+                args = tool.args_model.model_validate(pending["args"])
+                result = await tool.execute(args, ctx)
+            self._audit(db, conv.id, tool.name, pending["args"], result.outcome, result, t0)
+        async for event in self._emit_result(tool.name, result, turn):
+            yield event
+
+    async def _plan_and_act(
+        self, conv: Conversation, text: str, turn: "_Turn", preface: str = ""
+    ) -> AsyncIterator[Event]:
+        with session_scope(self.engine) as db:
+            history = self._history(db, conv.id)
+            user_texts = self._user_texts(db, conv.id)
+            identity = self._identity_line(db, conv)
+        turn.user_sources = user_texts
+        if self.settings.llm_native_tools:
+            async for event in self._native(conv, history, turn, preface):
+                yield event
+            return
+
+        decision = await self._decide(conv, history, text, user_texts, identity, turn)
+        action = decision.get("action", "answer")
+        if action == "ask":
+            async for event in self._say(preface + ASK_TEXT.get(decision.get("need", ""), ASK_TEXT["clarification"]), turn):
+                yield event
+            return
+        if action == "answer" or action not in self.tools:
+            async for event in self._answer(history, [], turn, preface):
+                yield event
+            return
+        args = {k: v for k, v in decision.items() if k != "action"}
+        result = await self._run_tool(conv.id, action, args)
+        async for event in self._emit_result(action, result, turn, history=history, preface=preface):
+            yield event
+
+    async def _decide(
+        self,
+        conv: Conversation,
+        history: list[Message],
+        text: str,
+        user_texts: list[str],
+        identity: str,
+        turn: "_Turn",
+    ) -> dict[str, Any]:
+        schema, actions = self._decision_schema(conv, user_texts)
+        prompt = self.prompts.render("decide", identity=identity, actions=actions)
+        messages = [
+            self._system(),
+            *history[:-1],
+            {"role": "user", "content": f'{prompt}\nShopper: "{text[:1000]}" ->'},
+        ]
+        raw_parts: list[str] = []
+        async for event in self.backend.stream(messages, response_schema=schema, max_tokens=96):
+            if isinstance(event, TextDelta):
+                raw_parts.append(event.text)
+        raw = "".join(raw_parts)
+        try:
+            decision = json.loads(raw)
+            if not isinstance(decision, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            turn.steps.append({"type": "decision", "raw": raw[:500], "valid": False})
+            return {"action": "answer"}
+        turn.steps.append({"type": "decision", "raw": raw[:500], "valid": True, "decision": decision})
+        return decision
+
+    def _decision_schema(self, conv: Conversation, user_texts: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Branches: each available tool (only with arguments the shopper wrote), ask, answer."""
+        backing = slot_values(user_texts)
+        branches: list[dict[str, Any]] = []
+        actions: list[str] = []
+        for tool in self.tools.available(conv):
+            tool_branches = tool.decision_branches(backing)
+            if tool_branches:
+                branches.extend(tool_branches)
+                actions.append(f"{tool.name}: {tool.description}")
+        needs = ["order_id", "clarification"] + (["identity"] if conv.customer_id is None else [])
+        branches.append(
+            {
+                "type": "object",
+                "properties": {"action": {"const": "ask"}, "need": {"enum": needs}},
+                "required": ["action", "need"],
+                "additionalProperties": False,
+            }
+        )
+        branches.append(
+            {
+                "type": "object",
+                "properties": {"action": {"const": "answer"}},
+                "required": ["action"],
+                "additionalProperties": False,
+            }
+        )
+        actions += ["ask: ask the shopper for missing information", "answer: reply without any action"]
+        return {"anyOf": branches}, actions
+
+    async def _native(
+        self, conv: Conversation, history: list[Message], turn: "_Turn", preface: str
+    ) -> AsyncIterator[Event]:
+        """Capable models call tools themselves; each call still goes through the registry."""
+        messages = [self._system(), *history]
+        specs = [t.spec() for t in self.tools.available(conv)]
+        for _round in range(4):
+            calls: list[ToolCall] = []
+            parts: list[str] = []
+            async for event in self.backend.stream(messages, tools=specs):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    turn.mark_first_token()
+                    yield {"type": "token", "text": event.text}
+                elif isinstance(event, ToolCall):
+                    calls.append(event)
+            if not calls:
+                turn.draft = "".join(parts)
+                self._finish_answer(turn, preface)
+                return
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c.id or f"call_{i}",
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        }
+                        for i, c in enumerate(calls)
+                    ],
+                }
+            )
+            for i, call in enumerate(calls):
+                result = await self._run_tool(conv.id, call.name, call.arguments)
+                turn.sources.append(result.text)
+                if result.outcome != "ok" or result.proposal or result.handoff_reason:
+                    async for event in self._emit_result(call.name, result, turn, preface=preface):
+                        yield event
+                    return
+                if result.card:
+                    turn.cards.append(result.card)
+                    yield {"type": "card", "card": result.card}
+                messages.append({"role": "tool", "tool_call_id": call.id or f"call_{i}", "content": result.text})
+            with session_scope(self.engine) as db:
+                conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
+            specs = [t.spec() for t in self.tools.available(conv)]
+        async for event in self._say(SAFE_FALLBACK, turn):
+            yield event
+
+    async def _run_tool(self, conversation_id: str, name: str, args: dict[str, Any]) -> ToolResult:
+        t0 = time.perf_counter()
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            assert conv is not None
+            ctx = ToolContext(db, conv, self._user_texts(db, conversation_id))
+            try:
+                result = await self.tools.call(name, args, ctx)
+            except Exception:  # a tool bug must not kill the chat
+                log.exception("tool %s failed", name)
+                db.rollback()
+                result = ToolResult(outcome="error", text="Something went wrong on our side with that request.")
+            if result.proposal:
+                conv.pending_action = result.proposal
+                db.add(conv)
+            self._audit(db, conversation_id, name, args, result.outcome, result, t0)
+        return result
+
+    async def _emit_result(
+        self,
+        tool_name: str,
+        result: ToolResult,
+        turn: "_Turn",
+        history: list[Message] | None = None,
+        preface: str = "",
+    ) -> AsyncIterator[Event]:
+        turn.steps.append({"type": "tool", "tool": tool_name, "outcome": result.outcome})
+        turn.sources.append(result.text)
+        if result.card:
+            turn.cards.append(result.card)
+            yield {"type": "card", "card": result.card}
+        if result.proposal:
+            yield {
+                "type": "confirm",
+                "action": result.proposal["tool"],
+                "summary": result.proposal["summary"],
+                "args": result.proposal["args"],
+            }
+        if result.handoff_reason:
+            yield {"type": "handoff", "state": "waiting", "reason": result.handoff_reason}
+        if result.outcome == "ok" and history is not None and not result.handoff_reason:
+            async for event in self._answer(history, [result.text], turn, preface):
+                yield event
+        else:
+            async for event in self._say(preface + result.text, turn):
+                yield event
+
+    async def _answer(
+        self, history: list[Message], facts: list[str], turn: "_Turn", preface: str
+    ) -> AsyncIterator[Event]:
+        """The model writes the reply from this turn's facts; the grounding check decides if it stands."""
+        instruction = self.prompts.render("answer", facts="\n".join(facts))
+        messages = [self._system(), *history]
+        last = dict(messages[-1])
+        last["content"] = f"{last['content']}\n\n({instruction})"
+        messages[-1] = last
+        parts: list[str] = []
+        if preface:
+            yield {"type": "token", "text": preface}
+        async for event in self.backend.stream(messages, max_tokens=self.settings.llm_max_tokens):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+                turn.mark_first_token()
+                yield {"type": "token", "text": event.text}
+        turn.sources.extend(facts)
+        turn.draft = "".join(parts)
+        self._finish_answer(turn, preface)
+
+    def _finish_answer(self, turn: "_Turn", preface: str) -> None:
+        draft = turn.draft.strip()
+        result = grounding.check(draft, turn.sources + turn.user_sources)
+        turn.steps.append({"type": "grounding", "ok": result.ok, "unsupported": result.unsupported})
+        if draft and result.ok:
+            turn.final_text = preface + draft
+        else:
+            turn.replaced = True
+            fallback = " ".join(s for s in turn.sources if s) or SAFE_FALLBACK
+            turn.final_text = preface + fallback
+
+    async def _say(self, text: str, turn: "_Turn") -> AsyncIterator[Event]:
+        """A reply built from data, not model text: streamed the same way, nothing to ground."""
+        for piece in _pieces(text):
+            turn.mark_first_token()
+            yield {"type": "token", "text": piece}
+        turn.final_text = text
+        turn.draft = text
+
+    # ---- persistence and context ----------------------------------------------------------------
+
+    def _save_reply(self, conversation_id: str, turn: "_Turn") -> int | None:
+        with session_scope(self.engine) as db:
+            row = MessageRow(
+                conversation_id=conversation_id,
+                role="assistant",
+                content=turn.final_text,
+                meta={
+                    "cards": turn.cards,
+                    "citations": turn.citations,
+                    "replaced": turn.replaced,
+                    "draft": turn.draft if turn.replaced else None,
+                    "steps": turn.steps,
+                    "ttft_ms": turn.ttft_ms,
+                    "latency_ms": round((time.perf_counter() - turn.started) * 1000, 1),
+                },
+            )
+            db.add(row)
+            db.flush()
+            return row.id
+
+    def _audit(
+        self,
+        db: Any,
+        conversation_id: str,
+        tool: str,
+        args: dict[str, Any],
+        outcome: str,
+        result: ToolResult | dict[str, Any],
+        t0: float,
+    ) -> None:
+        detail = (
+            {"text": result.text, **result.audit, "card_kind": (result.card or {}).get("kind")}
+            if isinstance(result, ToolResult)
+            else result
+        )
+        db.add(
+            ToolCallRecord(
+                conversation_id=conversation_id,
+                tool=tool,
+                arguments=redact_value(args),  # type: ignore[arg-type]
+                outcome=outcome,
+                result=redact_value(detail),  # type: ignore[arg-type]
+                latency_ms=round((time.perf_counter() - t0) * 1000, 2) if t0 else 0.0,
+            )
+        )
+
+    def _system(self) -> Message:
+        return {"role": "system", "content": self.prompts.render("system", store_name=self.store_name)}
+
+    def _history(self, db: Any, conversation_id: str) -> list[Message]:
+        rows = db.exec(
+            select(MessageRow)
+            .where(MessageRow.conversation_id == conversation_id, col(MessageRow.role).in_(["user", "assistant", "agent"]))
+            .order_by(col(MessageRow.id).desc())
+            .limit(self.settings.max_history_messages)
+        ).all()
+        return [
+            {"role": "user" if r.role == "user" else "assistant", "content": r.content[:2000]} for r in reversed(rows)
+        ]
+
+    def _user_texts(self, db: Any, conversation_id: str) -> list[str]:
+        rows = db.exec(
+            select(MessageRow.content)
+            .where(MessageRow.conversation_id == conversation_id, MessageRow.role == "user")
+            .order_by(col(MessageRow.id))
+        ).all()
+        return list(rows)
+
+    def _identity_line(self, db: Any, conv: Conversation) -> str:
+        if conv.customer_id is None:
+            return "a guest who is not verified yet"
+        customer = customers.get_customer(db, conv.customer_id)
+        name = customer.first_name if customer else "a customer"
+        return f"{name}, signed in"
+
+
+class _Turn:
+    """What one turn accumulates: steps for the audit/replay, sources for grounding, the reply."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.steps: list[dict[str, Any]] = []
+        self.sources: list[str] = []
+        self.user_sources: list[str] = []
+        self.cards: list[dict[str, Any]] = []
+        self.citations: list[dict[str, Any]] = []
+        self.draft = ""
+        self.final_text = ""
+        self.replaced = False
+        self.ttft_ms: float | None = None
+
+    def mark_first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)

@@ -1,0 +1,424 @@
+"""The tool registry: what the bot can do, and the rules every call passes through.
+
+Authorisation comes from the session (ToolContext.customer_id), never from arguments: a tool looks an
+order up and then checks it belongs to the session's customer. A refusal reads exactly like "not
+found", so probing other customers' order ids learns nothing. Writes return a proposal first and run
+only after the shopper confirms (`execute`).
+"""
+
+import copy
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlmodel import Session
+
+from bot import slots
+from commerce import customers, orders
+from commerce.models import Conversation
+
+Outcome = Literal["ok", "refused", "invalid", "proposed", "confirmed", "error"]
+
+
+@dataclass
+class ToolContext:
+    db: Session
+    conversation: Conversation
+    user_texts: list[str]  # everything the shopper wrote in this conversation, oldest first
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.conversation.customer_id
+
+
+class ToolResult(BaseModel):
+    outcome: Outcome
+    text: str  # factual sentence(s) built from data: the answer prompt's facts and the grounded fallback
+    data: dict[str, Any] = Field(default_factory=dict)
+    card: dict[str, Any] | None = None
+    proposal: dict[str, Any] | None = None
+    handoff_reason: str | None = None
+    audit: dict[str, Any] = Field(default_factory=dict)  # internal detail for the audit log only
+
+
+Handler = Callable[[Any, ToolContext], Awaitable[ToolResult]]
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    run: Handler
+    execute: Handler | None = None  # the confirmed write, for tools that need confirmation
+    needs_identity: bool = True
+    guest_only: bool = False
+    # Alternative sets of required arguments (verify by email, or by name + zip).
+    arg_sets: list[list[str]] = field(default_factory=list)
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.execute is not None
+
+    def parameters(self) -> dict[str, Any]:
+        """Strict JSON schema of the arguments: every property listed, nothing extra."""
+        schema = self.args_model.model_json_schema()
+        props = {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("title", "slot")}
+            for k, v in schema.get("properties", {}).items()
+        }
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters(),
+                "strict": True,
+            },
+        }
+
+    def available_to(self, conversation: Conversation) -> bool:
+        signed_in = conversation.customer_id is not None
+        return not (self.needs_identity and not signed_in) and not (self.guest_only and signed_in)
+
+    def decision_branches(self, backing: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """Grammar branches for this tool in which every slot argument is one the shopper wrote."""
+        fields = self.args_model.model_json_schema().get("properties", {})
+        sets = self.arg_sets or [
+            [n for n in fields if n in self.args_model.model_json_schema().get("required", [])]
+        ]
+        branches = []
+        for required in sets:
+            props: dict[str, Any] = {"action": {"const": self.name}}
+            for name in required:
+                prop = copy.deepcopy(fields[name])
+                slot = prop.pop("slot", None)
+                prop.pop("title", None)
+                if slot is not None:
+                    values = backing.get(slot, [])
+                    if not values:
+                        break
+                    prop = {"enum": values}
+                props[name] = prop
+            else:
+                branches.append(
+                    {
+                        "type": "object",
+                        "properties": props,
+                        "required": list(props),
+                        "additionalProperties": False,
+                    }
+                )
+        return branches
+
+
+class ToolRegistry:
+    def __init__(self, tools: list[Tool]):
+        self._tools = {t.name: t for t in tools}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tools
+
+    def get(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def available(self, conversation: Conversation) -> list[Tool]:
+        return [t for t in self._tools.values() if t.available_to(conversation)]
+
+    async def call(self, name: str, raw_args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        """Validate, authorise and check the arguments against the shopper's words, then run."""
+        if name not in self._tools:
+            return ToolResult(outcome="invalid", text=f"There is no action called {name}.")
+        tool = self._tools[name]
+        if not tool.available_to(ctx.conversation):
+            if tool.needs_identity:
+                return ToolResult(
+                    outcome="refused",
+                    text="Please verify who you are first: your email, or your first name, last name and zip code.",
+                    audit={"reason": "not_verified"},
+                )
+            return ToolResult(
+                outcome="refused", text="You are already signed in.", audit={"reason": "signed_in"}
+            )
+        try:
+            args = tool.args_model.model_validate(raw_args or {})
+        except ValidationError as exc:
+            return ToolResult(
+                outcome="invalid",
+                text="I need a little more information for that.",
+                audit={"errors": exc.errors(include_url=False)},
+            )
+        unbacked = unbacked_arguments(args, ctx.user_texts)
+        if unbacked:
+            return ToolResult(
+                outcome="invalid",
+                text="Could you tell me the " + " and ".join(f.replace("_", " ") for f in unbacked) + "?",
+                audit={"unbacked": unbacked},
+            )
+        return await tool.run(args, ctx)
+
+
+def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:
+    """Slot arguments whose value the shopper never wrote (so the model made them up)."""
+    said = "\n".join(user_texts)
+    backing = slot_values(user_texts)
+    missing = []
+    for name, info in type(args).model_fields.items():
+        slot = (
+            (info.json_schema_extra or {}).get("slot") if isinstance(info.json_schema_extra, dict) else None
+        )
+        value = getattr(args, name)
+        if slot is None or value is None:
+            continue
+        if slot == "name":
+            if str(value).lower() not in slots.words(said):
+                missing.append(name)
+        elif str(value).lower() not in {v.lower() for v in backing.get(slot, [])}:
+            missing.append(name)
+    return missing
+
+
+def slot_values(user_texts: list[str]) -> dict[str, list[str]]:
+    said = "\n".join(user_texts)
+    names = [w.capitalize() for w in dict.fromkeys(w for w in slots.words(said) if len(w) > 1)]
+    return {
+        "order_id": slots.order_ids(said),
+        "email": slots.emails(said),
+        "zip": slots.zips(said),
+        "name": sorted(names)[:64],
+        "cancel_reason": ["no longer needed", "ordered by mistake"],
+    }
+
+
+# ---- the tools ----------------------------------------------------------------------------------
+
+NOT_FOUND = "I couldn't find order {order_id} on your account. Could you check the order number?"
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+class OrderArgs(BaseModel):
+    order_id: str = Field(
+        description="The order id the shopper wrote, like #W1234567", json_schema_extra={"slot": "order_id"}
+    )
+
+
+class CancelArgs(OrderArgs):
+    reason: Literal["no longer needed", "ordered by mistake"] = Field(
+        description="Why the shopper cancels", json_schema_extra={"slot": "cancel_reason"}
+    )
+
+
+class VerifyArgs(BaseModel):
+    email: str | None = Field(default=None, json_schema_extra={"slot": "email"})
+    first_name: str | None = Field(default=None, json_schema_extra={"slot": "name"})
+    last_name: str | None = Field(default=None, json_schema_extra={"slot": "name"})
+    zip: str | None = Field(default=None, json_schema_extra={"slot": "zip"})
+
+
+class HandoffArgs(BaseModel):
+    reason: str = Field(description="Why a person should take over", max_length=200)
+
+
+def _owned_order(ctx: ToolContext, order_id: str):  # type: ignore[no-untyped-def]
+    """The order if it exists and belongs to the session's customer; None either way otherwise."""
+    canonical = orders.normalize_order_id(order_id)
+    order = orders.get_order(ctx.db, canonical) if canonical else None
+    if order is None or order.customer_id != ctx.customer_id:
+        return None, ("not_found" if order is None else "not_owner")
+    return order, ""
+
+
+def order_fact(view: dict[str, Any]) -> str:
+    """One factual paragraph about an order, every value straight from the store."""
+    parts = [f"Order {view['id']} is {view['status']}."]
+    items = view.get("items", [])
+    if items:
+        names = ", ".join(i["name"] for i in items)
+        parts.append(
+            f"It has {len(items)} item{'s' if len(items) != 1 else ''} ({names}), total ${view['total']:.2f}."
+        )
+    for ship in view.get("shipments", []):
+        line = f"Shipped with {ship['carrier']}, tracking number {ship['tracking_id']}"
+        if ship.get("delivered_at"):
+            line += f", delivered on {str(ship['delivered_at'])[:10]}."
+        elif ship.get("estimated_delivery"):
+            line += f", estimated delivery {ship['estimated_delivery']}."
+        else:
+            line += "."
+        parts.append(line)
+    if view["status"] == "pending":
+        parts.append("It has not shipped yet, so it can still be cancelled.")
+    if view.get("cancel_reason"):
+        parts.append(f"It was cancelled ({view['cancel_reason']}).")
+    return " ".join(parts)
+
+
+def order_card(view: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "order", **view}
+
+
+async def order_status(args: OrderArgs, ctx: ToolContext) -> ToolResult:
+    order, why = _owned_order(ctx, args.order_id)
+    if order is None:
+        return ToolResult(
+            outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
+        )
+    view = orders.order_view(ctx.db, order)
+    return ToolResult(outcome="ok", text=order_fact(view), data=view, card=order_card(view))
+
+
+async def list_my_orders(args: NoArgs, ctx: ToolContext) -> ToolResult:
+    assert ctx.customer_id is not None
+    rows = orders.list_orders(ctx.db, ctx.customer_id)
+    views = [orders.order_view(ctx.db, o) for o in rows]
+    summary = [
+        {
+            "id": v["id"],
+            "status": v["status"],
+            "created_at": v["created_at"],
+            "total": v["total"],
+            "items": len(v["items"]),
+        }
+        for v in views
+    ]
+    if not summary:
+        return ToolResult(outcome="ok", text="You have no orders yet.", data={"orders": []})
+    lines = "; ".join(f"{s['id']} ({s['status']}, {s['items']} items, ${s['total']:.2f})" for s in summary)
+    return ToolResult(
+        outcome="ok",
+        text=f"You have {len(summary)} order{'s' if len(summary) != 1 else ''}: {lines}.",
+        data={"orders": summary},
+        card={"kind": "order_list", "orders": summary},
+    )
+
+
+async def propose_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
+    order, why = _owned_order(ctx, args.order_id)
+    if order is None:
+        return ToolResult(
+            outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
+        )
+    view = orders.order_view(ctx.db, order)
+    if order.status != "pending":
+        return ToolResult(
+            outcome="refused",
+            text=f"Order {order.id} is {order.status}, and only pending orders can be cancelled.",
+            data=view,
+            card=order_card(view),
+            audit={"reason": f"status_{order.status}"},
+        )
+    summary = (
+        f"Cancel order {order.id} ({len(view['items'])} items, ${view['total']:.2f}), reason: {args.reason}. "
+        "The refund goes back to the original payment method."
+    )
+    return ToolResult(
+        outcome="proposed",
+        text=summary + " Shall I go ahead? Please answer yes or no.",
+        data=view,
+        card=order_card(view),
+        proposal={
+            "tool": "cancel_order",
+            "args": args.model_dump(),
+            "customer_id": ctx.customer_id,
+            "summary": summary,
+        },
+    )
+
+
+async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
+    order, why = _owned_order(ctx, args.order_id)
+    if order is None:
+        return ToolResult(
+            outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
+        )
+    try:
+        order = orders.cancel_order(ctx.db, order.id, args.reason)
+    except orders.OrderNotCancellable as exc:
+        return ToolResult(outcome="refused", text=f"Order {order.id} can no longer be cancelled ({exc}).")
+    view = orders.order_view(ctx.db, order)
+    return ToolResult(
+        outcome="confirmed",
+        text=f"Done: order {order.id} is cancelled. The refund of ${view['total']:.2f} goes back to the original payment method.",
+        data=view,
+        card=order_card(view),
+    )
+
+
+async def verify_guest(args: VerifyArgs, ctx: ToolContext) -> ToolResult:
+    customer = None
+    if args.email:
+        customer = customers.find_by_email(ctx.db, args.email)
+    elif args.first_name and args.last_name and args.zip:
+        customer = customers.find_by_name_zip(ctx.db, args.first_name, args.last_name, args.zip)
+    else:
+        return ToolResult(
+            outcome="invalid", text="Please give your email, or your first name, last name and zip code."
+        )
+    if customer is None:
+        return ToolResult(
+            outcome="refused",
+            text="I couldn't verify those details. Please check your email, or your name and zip code.",
+            audit={"reason": "no_match"},
+        )
+    ctx.conversation.customer_id = customer.id
+    ctx.conversation.identity = "verified_guest"
+    ctx.db.add(ctx.conversation)
+    return ToolResult(
+        outcome="ok",
+        text=f"Thanks {customer.first_name}, you are verified. How can I help with your orders?",
+        data={"customer_id": customer.id, "first_name": customer.first_name},
+    )
+
+
+async def handoff(args: HandoffArgs, ctx: ToolContext) -> ToolResult:
+    ctx.conversation.state = "waiting"
+    ctx.db.add(ctx.conversation)
+    return ToolResult(
+        outcome="ok",
+        text="I'm handing this conversation to a member of our support team. Please stay here; they will reply in this chat.",
+        handoff_reason=args.reason,
+    )
+
+
+def default_tools() -> ToolRegistry:
+    return ToolRegistry(
+        [
+            Tool(
+                "verify_guest",
+                "Verify a guest shopper by email, or by first name + last name + zip code.",
+                VerifyArgs,
+                verify_guest,
+                needs_identity=False,
+                guest_only=True,
+                arg_sets=[["email"], ["first_name", "last_name", "zip"]],
+            ),
+            Tool("list_orders", "List the shopper's own orders.", NoArgs, list_my_orders),
+            Tool(
+                "order_status",
+                "Status, items, carrier, tracking and delivery estimate of one of the shopper's orders.",
+                OrderArgs,
+                order_status,
+            ),
+            Tool(
+                "cancel_order",
+                "Cancel one of the shopper's pending orders (asks for confirmation).",
+                CancelArgs,
+                propose_cancel,
+                execute=execute_cancel,
+            ),
+            Tool(
+                "handoff",
+                "Hand the conversation to a human support agent.",
+                HandoffArgs,
+                handoff,
+                needs_identity=False,
+            ),
+        ]
+    )

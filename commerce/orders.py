@@ -1,0 +1,180 @@
+"""Order services: look-up, a JSON-able view, and cancellation with refunds (tau2 retail policy).
+
+Plain functions over a SQLModel Session; writes flush inside the caller's transaction and never
+commit, so a tool or a REST route decides when the change becomes visible.
+"""
+
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from commerce.models import Order, OrderItem, Payment, PaymentMethod, Shipment, ShipmentEvent
+
+CANCEL_REASONS: tuple[str, ...] = ("no longer needed", "ordered by mistake")
+_ORDER_ID = re.compile(r"^#?\s*[Ww]?\s*(\d{7})$")
+
+
+class OrderNotFound(LookupError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} not found")
+        self.order_id = order_id
+
+
+class OrderNotCancellable(Exception):
+    """Only pending orders can be cancelled; `status` is the order's actual status."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"only pending orders can be cancelled; this order is {status}")
+        self.status = status
+
+
+def normalize_order_id(text: str | None) -> str | None:
+    """ "W2611340", "#w2611340", " 2611340 " -> "#W2611340"; None unless it holds exactly 7 digits."""
+    if not text:
+        return None
+    m = _ORDER_ID.match(text.strip())
+    return f"#W{m.group(1)}" if m else None
+
+
+def get_order(db: Session, order_id: str) -> Order | None:
+    oid = normalize_order_id(order_id)
+    return db.get(Order, oid) if oid else None
+
+
+def list_orders(db: Session, customer_id: str) -> list[Order]:
+    """The customer's orders, newest first."""
+    stmt = (
+        select(Order)
+        .where(Order.customer_id == customer_id)
+        .order_by(col(Order.created_at).desc(), col(Order.id).desc())
+    )
+    return list(db.exec(stmt))
+
+
+def _iso(value: datetime | date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
+    return value.isoformat()
+
+
+def _for_column(column: Any, value: datetime) -> datetime:
+    """A datetime in the form the column takes: aware UTC for timezone columns, else naive UTC."""
+    value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if getattr(column.type, "timezone", False) else value.replace(tzinfo=None)
+
+
+def order_view(db: Session, order: Order) -> dict[str, Any]:
+    """A JSON-able summary of an order for tools, cards and REST: no address, no payment details."""
+    items = db.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id))).all()
+    shipments = db.exec(
+        select(Shipment).where(Shipment.order_id == order.id).order_by(col(Shipment.id))
+    ).all()
+    ship_views = []
+    for s in shipments:
+        last = db.exec(
+            select(ShipmentEvent)
+            .where(ShipmentEvent.shipment_id == s.id)
+            .order_by(col(ShipmentEvent.at).desc(), col(ShipmentEvent.id).desc())
+        ).first()
+        ship_views.append(
+            {
+                "carrier": s.carrier,
+                "tracking_id": s.tracking_id,
+                "status": s.status,
+                "shipped_at": _iso(s.shipped_at),
+                "estimated_delivery": _iso(s.estimated_delivery),
+                "delivered_at": _iso(s.delivered_at),
+                "item_ids": list(s.variant_ids or []),
+                "last_event": (
+                    {
+                        "at": _iso(last.at),
+                        "status": last.status,
+                        "location": last.location,
+                        "description": last.description,
+                    }
+                    if last
+                    else None
+                ),
+            }
+        )
+    total = round(sum(i.price for i in items), 2)
+    return {
+        "id": order.id,
+        "status": order.status,
+        "created_at": _iso(order.created_at),
+        "items": [
+            {
+                "item_id": i.variant_id,
+                "product_id": i.product_id,
+                "name": i.name,
+                "options": dict(i.options or {}),
+                "price": round(i.price, 2),
+            }
+            for i in items
+        ],
+        "total": total,
+        "shipments": ship_views,
+        "cancel_reason": order.cancel_reason,
+        "cancelled_at": _iso(order.cancelled_at),
+    }
+
+
+def cancel_order(db: Session, order_id: str, reason: str, *, now: datetime | None = None) -> Order:
+    """Cancel a pending order and refund every payment to the method that paid it.
+
+    Raises OrderNotFound, OrderNotCancellable(status) unless the order is pending, and ValueError
+    unless `reason` is one of CANCEL_REASONS. Gift-card refunds go back on the card's balance at
+    once. Flushes, never commits: the caller's transaction decides. `now` defaults to the clock.
+    """
+    oid = normalize_order_id(order_id)
+    # Lock the row (PostgreSQL) so two concurrent cancels cannot refund twice.
+    order = db.exec(select(Order).where(Order.id == oid).with_for_update()).first() if oid else None
+    if order is None:
+        raise OrderNotFound(order_id)
+    if order.status != "pending":
+        raise OrderNotCancellable(order.status)
+    norm_reason = " ".join((reason or "").lower().split())
+    if norm_reason not in CANCEL_REASONS:
+        raise ValueError(
+            f"reason must be one of {', '.join(repr(r) for r in CANCEL_REASONS)}; got {reason!r}"
+        )
+    at = now or datetime.now(UTC)
+
+    payments = db.exec(select(Payment).where(Payment.order_id == order.id).order_by(col(Payment.id))).all()
+    net: dict[str, float] = {}
+    for p in payments:
+        sign = 1.0 if p.kind == "payment" else -1.0
+        net[p.payment_method_id] = net.get(p.payment_method_id, 0.0) + sign * p.amount
+    created_col = Payment.__table__.c.created_at  # type: ignore[attr-defined]
+    for method_id in sorted(net, key=lambda m: min(p.id or 0 for p in payments if p.payment_method_id == m)):
+        amount = round(net[method_id], 2)
+        if amount <= 0:
+            continue
+        db.add(
+            Payment(
+                order_id=order.id,
+                kind="refund",
+                amount=amount,
+                payment_method_id=method_id,
+                created_at=_for_column(created_col, at),
+            )
+        )
+        method = db.get(PaymentMethod, method_id)
+        if method is not None and method.kind == "gift_card":
+            method.balance = round((method.balance or 0.0) + amount, 2)
+            db.add(method)
+
+    table = Order.__table__  # type: ignore[attr-defined]
+    order.status = "cancelled"
+    order.cancel_reason = norm_reason
+    order.cancelled_at = _for_column(table.c.cancelled_at, at)
+    order.updated_at = _for_column(table.c.updated_at, at)
+    db.add(order)
+    db.flush()
+    return order

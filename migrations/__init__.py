@@ -1,0 +1,1 @@
+"""Alembic migrations of the shopdesk database (run them with `shopdesk.db.migrate`)."""

@@ -1,0 +1,1 @@
+"""Recommendations (issue 6)."""

@@ -1,0 +1,1 @@
+"""Retrieval over product and policy documents (issue 4)."""

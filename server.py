@@ -1,0 +1,68 @@
+"""The app factory: builds the FastAPI app, mounts the routers, serves web/."""
+
+import logging
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlmodel import Session, select
+
+from api import chat_ws, shopper
+from bot.agent import Agent
+from bot.llm import ChatBackend, create_backend
+from commerce.models import Customer
+from shopdesk.db import get_engine
+from shopdesk.redact import install_log_redaction
+from shopdesk.settings import Settings, get_settings
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+log = logging.getLogger("shopdesk")
+
+
+def create_app(settings: Settings | None = None, backend: ChatBackend | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_log_redaction()
+        engine = get_engine(settings)
+        with Session(engine) as db:
+            if db.exec(select(Customer.id).limit(1)).first() is None:
+                log.warning("the store is empty: run `shopdesk seed` first")
+        chat_backend = backend or create_backend(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.backend = chat_backend
+        app.state.agent = Agent(chat_backend, engine, settings)
+        try:
+            yield
+        finally:
+            await chat_backend.aclose()
+
+    app = FastAPI(title="shopdesk", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    app.include_router(shopper.router)
+    app.include_router(chat_ws.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app

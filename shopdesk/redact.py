@@ -1,0 +1,43 @@
+"""Keep card numbers, emails and street addresses out of logs and the audit trail."""
+
+import logging
+import re
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_STREET = re.compile(
+    r"\b\d{1,6}\s+(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Lane|Ln|Boulevard|Blvd|"
+    r"Way|Court|Ct|Place|Pl)\b\.?",
+)
+
+
+def redact(text: str) -> str:
+    text = _EMAIL.sub("[email]", text)
+    text = _CARD.sub("[card]", text)
+    return _STREET.sub("[address]", text)
+
+
+def redact_value(value: object) -> object:
+    """Redact strings anywhere inside JSON-like data."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to every root handler, so no module can log PII in clear by accident."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

@@ -1,0 +1,70 @@
+"""One settings object for the whole product (env prefix SHOPDESK_)."""
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOPDESK_", env_file=".env", extra="ignore")
+
+    var_dir: Path = ROOT / "var"
+    database_url: str = ""  # empty: SQLite file under var_dir
+    seed_file: Path = ROOT / "data" / "seed" / "db.json"
+    seed: int = 20261122
+    # The demo store's "today": generated history ends here, so seeding is reproducible.
+    store_today: str = "2026-11-20"
+
+    llm_backend: Literal["local", "openai_compat", "scripted"] = "local"
+    llm_base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8001/v1"])
+    llm_model: str = "smollm2-135m-instruct"
+    llm_api_key: SecretStr = SecretStr("EMPTY")
+    llm_timeout_s: float = 60.0
+    llm_max_tokens: int = 160
+    llm_temperature: float = 0.0
+    # Small models cannot call tools natively: they get a grammar-constrained decision instead.
+    llm_native_tools: bool = False
+    local_model_dir: Path | None = None  # default: var_dir / "models" / "smollm2-135m-instruct"
+    local_max_batch: int = 8
+
+    secret_key: SecretStr | None = None  # default: a random key kept in var_dir/secret.key
+    token_ttl_s: int = 7 * 24 * 3600
+    demo_mode: bool = True  # lets POST /api/session sign in as any demo customer
+
+    max_frame_bytes: int = 16 * 1024
+    max_history_messages: int = 12
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'shopdesk.db'}"
+
+    def signing_key(self) -> str:
+        """The token key: the configured one, or one made once per installation (never a shared default)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.var_dir / "secret.key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip()
+
+    @property
+    def model_dir(self) -> Path:
+        return self.local_model_dir or self.var_dir / "models" / "smollm2-135m-instruct"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,152 @@
+"""Shared fixtures: a seeded store on SQLite for everyone, and PostgreSQL for `postgres` tests.
+
+Store (SQLite, fast; the default seed and store_today, independent of SHOPDESK_* env and .env):
+
+- ``store_settings`` (session): the Settings the store was seeded with (var_dir in a temp dir).
+- ``seeded_engine`` (session): an Engine on a temp SQLite file, migrated and seeded once per test
+  session. Shared by every test: READ-ONLY. Use ``store_db`` to write.
+- ``seed_report`` (session): the SeedReport of that seeding (counts, fingerprint, seconds).
+- ``store_db`` (function): an Engine on a private file copy of the seeded database, so writes never
+  leak between tests; ``str(store_db.url)`` is a file URL another engine or app can open.
+- ``store_session`` (function): a Session on ``store_db`` (closed after the test; commit if you want
+  a second session to see your writes).
+
+PostgreSQL (127.0.0.1:5432, database ``test``; override with SHOPDESK_TEST_PG_URL):
+
+- ``pg_url`` (session): a URL whose search_path is a fresh schema created for this test session and
+  dropped (CASCADE) at the end. Skips when PostgreSQL is unreachable, unless
+  SHOPDESK_REQUIRE_POSTGRES=1, which turns that into a failure (use it in CI).
+- ``pg_schema_url`` (session): a factory making more fresh schemas (same cleanup), for tests that
+  need an empty database of their own.
+- ``pg_engine`` (session): an Engine on ``pg_url``, migrated to head (empty store).
+"""
+
+import os
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session
+
+from commerce.seed import SeedReport, seed_store
+from shopdesk.db import make_engine, migrate
+from shopdesk.settings import Settings
+
+PG_URL = os.environ.get("SHOPDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+# ---- SQLite store ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def store_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    var = tmp_path_factory.mktemp("store")
+    defaults = Settings.model_fields
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        var_dir=var,
+        database_url=f"sqlite:///{var / 'seeded.db'}",
+        seed=defaults["seed"].default,
+        store_today=defaults["store_today"].default,
+        seed_file=defaults["seed_file"].default,
+    )
+
+
+@pytest.fixture(scope="session")
+def _seeded(store_settings: Settings) -> Iterator[tuple[Engine, SeedReport, Path]]:
+    path = Path(make_url(store_settings.db_url).database or "")
+    engine = make_engine(store_settings.db_url)
+    migrate(engine)
+    report = seed_store(engine, store_settings)
+    with engine.connect() as conn:  # fold the WAL into the file, so a plain copy is complete
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    yield engine, report, path
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def seeded_engine(_seeded: tuple[Engine, SeedReport, Path]) -> Engine:
+    return _seeded[0]
+
+
+@pytest.fixture(scope="session")
+def seed_report(_seeded: tuple[Engine, SeedReport, Path]) -> SeedReport:
+    return _seeded[1]
+
+
+def _copy_sqlite(src: Path, dst: Path) -> None:
+    wal = src.with_name(src.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        shutil.copyfile(src, dst)
+        return
+    with sqlite3.connect(src) as s, sqlite3.connect(dst) as d:  # someone wrote: copy consistently
+        s.backup(d)
+
+
+@pytest.fixture
+def store_db(_seeded: tuple[Engine, SeedReport, Path], tmp_path: Path) -> Iterator[Engine]:
+    dst = tmp_path / "store.db"
+    _copy_sqlite(_seeded[2], dst)
+    engine = make_engine(f"sqlite:///{dst}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store_session(store_db: Engine) -> Iterator[Session]:
+    with Session(store_db) as session:
+        yield session
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _pg_admin() -> Engine:
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url() -> Iterator[Callable[[], str]]:
+    admin = _pg_admin()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        if os.environ.get("SHOPDESK_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {exc}")
+    created: list[str] = []
+
+    def new_schema() -> str:
+        name = f"shopdesk_test_{os.getpid()}_{secrets.token_hex(4)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+        created.append(name)
+        sep = "&" if "?" in PG_URL else "?"
+        return f"{PG_URL}{sep}options={quote(f'-csearch_path={name}')}"
+
+    yield new_schema
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_schema_url: Callable[[], str]) -> str:
+    return pg_schema_url()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,268 @@
+"""The agent with the scripted backend: security and correctness live in code, whatever the model says."""
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from bot.agent import Agent
+from bot.llm.base import ToolCall
+from bot.llm.scripted import ScriptedBackend
+from commerce.models import Conversation, Message, Order, ToolCallRecord
+from shopdesk.db import make_engine
+from shopdesk.settings import Settings
+
+JAMES = "james_li_5688"  # orders: #W2611340 processed (tracking 357962501027), #W4435622 delivered
+AARAV = "aarav_anderson_8794"  # #W9300146 pending, #W3220203 processed, #W4316152 delivered
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(llm_backend="scripted")
+
+
+def new_conversation(engine, customer_id: str | None) -> str:  # type: ignore[no-untyped-def]
+    with Session(engine) as db:
+        conv = Conversation(
+            id=str(uuid.uuid4()), customer_id=customer_id, identity="customer" if customer_id else "guest"
+        )
+        db.add(conv)
+        db.commit()
+        return conv.id
+
+
+async def turn(agent: Agent, conv_id: str, text: str) -> list[dict[str, Any]]:
+    return [event async for event in agent.run_turn(conv_id, text)]
+
+
+def final(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e for e in events if e["type"] == "message")
+
+
+def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == kind]
+
+
+def order_status(engine, order_id: str) -> str:  # type: ignore[no-untyped-def]
+    with Session(engine) as db:
+        return db.get(Order, order_id).status  # type: ignore[union-attr]
+
+
+async def test_own_order_status_is_exact_from_store(store_db, settings):
+    backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}, "Your order is on its way."])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, JAMES)
+    events = await turn(agent, conv, "Where is my order #W2611340?")
+    cards = of_type(events, "card")
+    assert len(cards) == 1
+    card = cards[0]["card"]
+    assert card["id"] == "#W2611340" and card["status"] == "processed"
+    assert card["shipments"][0]["tracking_id"] == "357962501027"
+    tokens = "".join(e["text"] for e in of_type(events, "token"))
+    assert tokens.strip() == "Your order is on its way."
+    assert final(events)["replaced"] is False
+    assert events[-1]["type"] == "done"
+    # The decision schema offered to the model only admits the order id the shopper wrote.
+    schema = backend.calls[0]["response_schema"]
+    status_branch = next(b for b in schema["anyOf"] if b["properties"]["action"].get("const") == "order_status")
+    assert status_branch["properties"]["order_id"] == {"enum": ["#W2611340"]}
+
+
+async def test_invented_facts_are_replaced_by_store_facts(store_db, settings):
+    backend = ScriptedBackend(
+        [
+            {"action": "order_status", "order_id": "#W2611340"},
+            "Your order #W2611340 was delivered yesterday, tracking 999999999. Call 555-0100.",
+        ]
+    )
+    agent = Agent(backend, store_db, settings)
+    events = await turn(agent, new_conversation(store_db, JAMES), "status of #W2611340 please")
+    message = final(events)
+    assert message["replaced"] is True
+    assert "processed" in message["text"] and "357962501027" in message["text"]
+    assert "999999999" not in message["text"] and "delivered" not in message["text"]
+
+
+async def test_other_customers_order_is_refused_and_nothing_leaks(store_db, settings):
+    # AARAV's processed order, asked for in JAMES's session.
+    backend = ScriptedBackend([{"action": "order_status", "order_id": "#W3220203"}])
+    agent = Agent(backend, store_db, settings)
+    events = await turn(agent, new_conversation(store_db, JAMES), "where is #W3220203?")
+    assert not of_type(events, "card")
+    text = final(events)["text"]
+    with Session(store_db) as db:
+        other = db.get(Order, "#W3220203")
+        assert other is not None and other.customer_id == AARAV
+    assert "processed" not in text.lower()
+    # Exactly the same words as for an order that does not exist at all.
+    backend.push({"action": "order_status", "order_id": "#W0000000"})
+    missing = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W0000000?"))["text"]
+    assert text.replace("#W3220203", "#ID") == missing.replace("#W0000000", "#ID")
+    with Session(store_db) as db:
+        audit = db.exec(select(ToolCallRecord).where(ToolCallRecord.tool == "order_status")).all()
+    assert {a.outcome for a in audit} == {"refused"}
+
+
+async def test_model_cannot_use_an_order_id_the_shopper_never_wrote(store_db, settings):
+    backend = ScriptedBackend([{"action": "order_status", "order_id": "#W4435622"}])  # James's, but not said
+    agent = Agent(backend, store_db, settings)
+    events = await turn(agent, new_conversation(store_db, JAMES), "where is my order?")
+    assert not of_type(events, "card")
+    assert "order id" in final(events)["text"].lower()
+    with Session(store_db) as db:
+        record = db.exec(select(ToolCallRecord)).one()
+    assert record.outcome == "invalid"
+
+
+async def test_guest_must_verify_before_account_data(store_db, settings):
+    backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, None)
+    events = await turn(agent, conv, "Where is my order #W2611340?")
+    assert not of_type(events, "card")
+    assert "verify" in final(events)["text"].lower()
+    assert "processed" not in final(events)["text"].lower()
+    branches = backend.calls[0]["response_schema"]["anyOf"]
+    offered = {b["properties"]["action"].get("const") for b in branches}
+    assert "order_status" not in offered and "cancel_order" not in offered
+
+    # A made-up email is not verified; the shopper's real one is.
+    backend.push({"action": "verify_guest", "email": "nobody@example.com"})
+    events = await turn(agent, conv, "my email is nobody@example.com")
+    assert "couldn't verify" in final(events)["text"]
+    backend.push({"action": "verify_guest", "email": "james.li4495@example.com"}, "Thanks James!")
+    await turn(agent, conv, "sorry, it is james.li4495@example.com")
+    with Session(store_db) as db:
+        bound = db.get(Conversation, conv)
+        assert bound.customer_id == JAMES and bound.identity == "verified_guest"
+    backend.push({"action": "order_status", "order_id": "#W2611340"}, "It is processed.")
+    events = await turn(agent, conv, "so where is #W2611340?")
+    assert of_type(events, "card")[0]["card"]["status"] == "processed"
+
+
+async def test_guest_verification_by_name_and_zip(store_db, settings):
+    backend = ScriptedBackend([{"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "99999"}])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, None)
+    events = await turn(agent, conv, "I'm James Li, zip 99999")
+    assert "couldn't verify" in final(events)["text"]
+    backend.push({"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "10083"}, "Welcome.")
+    await turn(agent, conv, "oops, zip 10083")
+    with Session(store_db) as db:
+        assert db.get(Conversation, conv).customer_id == JAMES
+
+
+async def test_verification_cannot_use_an_email_the_shopper_did_not_write(store_db, settings):
+    backend = ScriptedBackend([{"action": "verify_guest", "email": "james.li4495@example.com"}])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, None)
+    await turn(agent, conv, "hi, I need help with an order")
+    with Session(store_db) as db:
+        assert db.get(Conversation, conv).customer_id is None
+
+
+async def test_cancel_needs_explicit_yes_and_no_changes_nothing(store_db, settings):
+    cancel = {"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}
+    backend = ScriptedBackend([cancel])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, AARAV)
+    events = await turn(agent, conv, "please cancel #W9300146, I don't need it")
+    confirms = of_type(events, "confirm")
+    assert len(confirms) == 1 and confirms[0]["args"]["order_id"] == "#W9300146"
+    assert order_status(store_db, "#W9300146") == "pending"
+
+    events = await turn(agent, conv, "no")
+    assert order_status(store_db, "#W9300146") == "pending"
+    assert "haven't changed" in final(events)["text"]
+
+    backend.push(cancel)
+    await turn(agent, conv, "actually yes, cancel #W9300146")
+    assert order_status(store_db, "#W9300146") == "pending"  # a new proposal, still waiting for the yes
+    events = await turn(agent, conv, "yes")
+    assert order_status(store_db, "#W9300146") == "cancelled"
+    assert of_type(events, "card")[0]["card"]["status"] == "cancelled"
+    with Session(store_db) as db:
+        order = db.get(Order, "#W9300146")
+        assert order.cancel_reason == "no longer needed"
+        outcomes = [r.outcome for r in db.exec(select(ToolCallRecord).order_by(ToolCallRecord.id)).all()]
+    assert outcomes == ["proposed", "declined", "proposed", "confirmed"]
+
+
+@pytest.mark.parametrize("order_id,status", [("#W3220203", "processed"), ("#W4316152", "delivered")])
+async def test_processed_or_delivered_orders_cannot_be_cancelled(store_db, settings, order_id, status):
+    backend = ScriptedBackend([{"action": "cancel_order", "order_id": order_id, "reason": "no longer needed"}])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, AARAV)
+    events = await turn(agent, conv, f"cancel {order_id}")
+    assert not of_type(events, "confirm")
+    assert "only pending orders" in final(events)["text"]
+    await turn(agent, conv, "yes")
+    assert order_status(store_db, order_id) == status
+
+
+async def test_conversation_survives_a_restart(store_db, settings, tmp_path):
+    url = str(store_db.url)
+    backend = ScriptedBackend([{"action": "cancel_order", "order_id": "#W9300146", "reason": "ordered by mistake"}])
+    conv = new_conversation(store_db, AARAV)
+    await turn(Agent(backend, store_db, settings), conv, "cancel #W9300146, ordered by mistake")
+    store_db.dispose()
+
+    fresh_engine = make_engine(url)  # a new process would do exactly this
+    restarted = Agent(ScriptedBackend(), fresh_engine, settings)
+    events = await turn(restarted, conv, "yes")
+    assert order_status(fresh_engine, "#W9300146") == "cancelled"
+    assert of_type(events, "card")
+    with Session(fresh_engine) as db:
+        roles = [m.role for m in db.exec(select(Message).where(Message.conversation_id == conv)).all()]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    # The model sees the earlier turns (multi-turn memory from the database).
+    restarted.backend.push("ok")  # type: ignore[attr-defined]
+    await turn(restarted, conv, "thanks")
+    seen = restarted.backend.calls[-1]["messages"]  # type: ignore[attr-defined]
+    assert any("#W9300146" in (m.get("content") or "") for m in seen)
+
+
+async def test_handoff_tool_moves_the_conversation_to_waiting(store_db, settings):
+    backend = ScriptedBackend([{"action": "handoff", "reason": "shopper asked for a human"}])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, JAMES)
+    events = await turn(agent, conv, "I want to talk to a person")
+    assert of_type(events, "handoff")[0]["state"] == "waiting"
+    events = await turn(agent, conv, "hello?")
+    assert of_type(events, "handoff")[0]["state"] == "waiting"
+    assert len(backend.calls) == 1  # the bot stays quiet while a human is coming
+
+
+async def test_backend_failure_keeps_the_message_and_offers_handoff(store_db, settings):
+    from bot.llm.base import BackendError
+
+    def broken(*_args):  # type: ignore[no-untyped-def]
+        raise BackendError("connection refused")
+
+    agent = Agent(ScriptedBackend(broken), store_db, settings)
+    conv = new_conversation(store_db, JAMES)
+    events = await turn(agent, conv, "where is #W2611340?")
+    error = of_type(events, "error")[0]
+    assert error["code"] == "llm_unavailable" and error["handoff_offer"] is True
+    with Session(store_db) as db:
+        stored = db.exec(select(Message).where(Message.conversation_id == conv, Message.role == "user")).one()
+    assert stored.content == "where is #W2611340?"
+
+
+async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
+    native = settings.model_copy(update={"llm_native_tools": True})
+    backend = ScriptedBackend(
+        [ToolCall("order_status", {"order_id": "#W3220203"}, id="c1")]  # someone else's order
+    )
+    agent = Agent(backend, store_db, native)
+    events = await turn(agent, new_conversation(store_db, JAMES), "where is #W3220203?")
+    assert not of_type(events, "card")
+    assert "couldn't find" in final(events)["text"]
+    tool_names = {t["function"]["name"] for t in backend.calls[0]["tools"]}
+    assert "verify_guest" not in tool_names and all(t["function"]["strict"] for t in backend.calls[0]["tools"])
+
+    backend.push(ToolCall("order_status", {"order_id": "#W2611340"}, id="c2"), "It is processed.")
+    events = await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?")
+    assert of_type(events, "card")[0]["card"]["status"] == "processed"
+    assert final(events)["text"] == "It is processed."
