@@ -37,6 +37,7 @@ run: seed model
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+test: export SHOPDESK_REQUIRE_POSTGRES := 1
 test: $(STAMP) browser model
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "" -q

@@ -209,8 +209,8 @@ class Agent:
         identity: str,
         turn: "_Turn",
     ) -> dict[str, Any]:
-        schema, actions = self._decision_schema(conv, user_texts)
-        prompt = self.prompts.render("decide", identity=identity, actions=actions)
+        schema, actions, examples = self._decision_schema(conv, user_texts, text)
+        prompt = self.prompts.render("decide", identity=identity, actions=actions, examples=examples)
         messages = [
             self._system(),
             *history[:-1],
@@ -231,16 +231,27 @@ class Agent:
         turn.steps.append({"type": "decision", "raw": raw[:500], "valid": True, "decision": decision})
         return decision
 
-    def _decision_schema(self, conv: Conversation, user_texts: list[str]) -> tuple[dict[str, Any], list[str]]:
-        """Branches: each available tool (only with arguments the shopper wrote), ask, answer."""
+    def _decision_schema(
+        self, conv: Conversation, user_texts: list[str], text: str
+    ) -> tuple[dict[str, Any], list[str], list[str]]:
+        """Branches: each tool the shopper asked for (with arguments they wrote), then ask and answer.
+
+        Actions the shopper named in so many words (cancel, a person) come first, and the prompt shows
+        examples of the offered actions only: a small model leans on the nearest example.
+        """
         backing = slot_values(user_texts)
         branches: list[dict[str, Any]] = []
         actions: list[str] = []
-        for tool in self.tools.available(conv):
+        examples: list[str] = []
+        offered = [t for t in self.tools.available(conv) if t.requested_in(text)]
+        offered.sort(key=lambda t: t.triggers is None)
+        for tool in offered:
             tool_branches = tool.decision_branches(backing)
             if tool_branches:
                 branches.extend(tool_branches)
                 actions.append(f"{tool.name}: {tool.description}")
+                if tool.example:
+                    examples.append(tool.example)
         needs = ["order_id", "clarification"] + (["identity"] if conv.customer_id is None else [])
         branches.append(
             {
@@ -259,7 +270,7 @@ class Agent:
             }
         )
         actions += ["ask: ask the shopper for missing information", "answer: reply without any action"]
-        return {"anyOf": branches}, actions
+        return {"anyOf": branches}, actions, examples
 
     async def _native(
         self, conv: Conversation, history: list[Message], turn: "_Turn", preface: str
@@ -352,7 +363,9 @@ class Agent:
             }
         if result.handoff_reason:
             yield {"type": "handoff", "state": "waiting", "reason": result.handoff_reason}
-        if result.outcome == "ok" and history is not None and not result.handoff_reason:
+        model_phrases = self.settings.llm_answer_style == "model"
+        if result.outcome == "ok" and history is not None and not result.handoff_reason and model_phrases:
+            turn.key_facts.extend(result.key_facts)
             async for event in self._answer(history, [result.text], turn, preface):
                 yield event
         else:
@@ -382,8 +395,10 @@ class Agent:
 
     def _finish_answer(self, turn: "_Turn", preface: str) -> None:
         draft = turn.draft.strip()
-        result = grounding.check(draft, turn.sources + turn.user_sources)
-        turn.steps.append({"type": "grounding", "ok": result.ok, "unsupported": result.unsupported})
+        result = grounding.check(draft, turn.sources + turn.user_sources, required=turn.key_facts)
+        turn.steps.append(
+            {"type": "grounding", "ok": result.ok, "unsupported": result.unsupported, "missing": result.missing}
+        )
         if draft and result.ok:
             turn.final_text = preface + draft
         else:
@@ -485,6 +500,7 @@ class _Turn:
         self.steps: list[dict[str, Any]] = []
         self.sources: list[str] = []
         self.user_sources: list[str] = []
+        self.key_facts: list[str] = []
         self.cards: list[dict[str, Any]] = []
         self.citations: list[dict[str, Any]] = []
         self.draft = ""

@@ -24,6 +24,7 @@ class GroundingResult:
     ok: bool
     facts: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # required facts the draft does not state
 
 
 def _normalize(text: str) -> str:
@@ -37,8 +38,11 @@ def extract_facts(text: str) -> list[str]:
     return list(dict.fromkeys(f for f in found if f))
 
 
-def check(draft: str, sources: list[str]) -> GroundingResult:
+def check(draft: str, sources: list[str], required: list[str] | None = None) -> GroundingResult:
+    """Every fact in the draft must be in the sources, and every required fact in the draft."""
     haystack = _normalize("\n".join(sources))
     facts = extract_facts(draft)
     unsupported = [f for f in facts if _normalize(f) not in haystack]
-    return GroundingResult(ok=not unsupported, facts=facts, unsupported=unsupported)
+    said = _normalize(draft)
+    missing = [r for r in required or [] if _normalize(r) not in said]
+    return GroundingResult(ok=not unsupported and not missing, facts=facts, unsupported=unsupported, missing=missing)

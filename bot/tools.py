@@ -7,6 +7,7 @@ only after the shopper confirms (`execute`).
 """
 
 import copy
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,6 +40,7 @@ class ToolResult(BaseModel):
     card: dict[str, Any] | None = None
     proposal: dict[str, Any] | None = None
     handoff_reason: str | None = None
+    key_facts: list[str] = Field(default_factory=list)  # what a reply phrased by the model must state
     audit: dict[str, Any] = Field(default_factory=dict)  # internal detail for the audit log only
 
 
@@ -56,6 +58,13 @@ class Tool:
     guest_only: bool = False
     # Alternative sets of required arguments (verify by email, or by name + zip).
     arg_sets: list[list[str]] = field(default_factory=list)
+    # Words the shopper's latest message must contain for this action to be on offer at all: a model
+    # never cancels or hands off on its own initiative.
+    triggers: re.Pattern[str] | None = None
+    example: str = ""  # one line of the decision prompt: a shopper message and the JSON it maps to
+
+    def requested_in(self, text: str) -> bool:
+        return self.triggers is None or bool(self.triggers.search(text))
 
     @property
     def needs_confirmation(self) -> bool:
@@ -151,6 +160,12 @@ class ToolRegistry:
                 outcome="invalid",
                 text="I need a little more information for that.",
                 audit={"errors": exc.errors(include_url=False)},
+            )
+        if tool.needs_confirmation and not tool.requested_in(ctx.user_texts[-1] if ctx.user_texts else ""):
+            return ToolResult(
+                outcome="invalid",
+                text="I can do that if you ask me to; what would you like?",
+                audit={"reason": "not_requested"},
             )
         unbacked = unbacked_arguments(args, ctx.user_texts)
         if unbacked:
@@ -271,7 +286,13 @@ async def order_status(args: OrderArgs, ctx: ToolContext) -> ToolResult:
             outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
         )
     view = orders.order_view(ctx.db, order)
-    return ToolResult(outcome="ok", text=order_fact(view), data=view, card=order_card(view))
+    return ToolResult(
+        outcome="ok",
+        text=order_fact(view),
+        data=view,
+        card=order_card(view),
+        key_facts=[view["id"], view["status"]],
+    )
 
 
 async def list_my_orders(args: NoArgs, ctx: ToolContext) -> ToolResult:
@@ -398,13 +419,21 @@ def default_tools() -> ToolRegistry:
                 needs_identity=False,
                 guest_only=True,
                 arg_sets=[["email"], ["first_name", "last_name", "zip"]],
+                example='"my email is ann@example.com" -> {"action":"verify_guest","email":"ann@example.com"}',
             ),
-            Tool("list_orders", "List the shopper's own orders.", NoArgs, list_my_orders),
+            Tool(
+                "list_orders",
+                "List the shopper's own orders.",
+                NoArgs,
+                list_my_orders,
+                example='"what did I order?" -> {"action":"list_orders"}',
+            ),
             Tool(
                 "order_status",
                 "Status, items, carrier, tracking and delivery estimate of one of the shopper's orders.",
                 OrderArgs,
                 order_status,
+                example='"where is my order #W1234567?" -> {"action":"order_status","order_id":"#W1234567"}',
             ),
             Tool(
                 "cancel_order",
@@ -412,6 +441,11 @@ def default_tools() -> ToolRegistry:
                 CancelArgs,
                 propose_cancel,
                 execute=execute_cancel,
+                triggers=re.compile(r"\bcancel", re.IGNORECASE),
+                example=(
+                    '"please cancel #W7654321, I don\'t need it" -> '
+                    '{"action":"cancel_order","order_id":"#W7654321","reason":"no longer needed"}'
+                ),
             ),
             Tool(
                 "handoff",
@@ -419,6 +453,11 @@ def default_tools() -> ToolRegistry:
                 HandoffArgs,
                 handoff,
                 needs_identity=False,
+                triggers=re.compile(
+                    r"\b(human|person|people|agent|someone|somebody|representative|manager|staff|operator)\b",
+                    re.IGNORECASE,
+                ),
+                example='"I want to talk to a person" -> {"action":"handoff","reason":"shopper asked for a human"}',
             ),
         ]
     )

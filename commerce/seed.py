@@ -341,9 +341,9 @@ def _pick_carrier(rng: random.Random) -> str:
 
 def _order_created(rng: random.Random, status: str, start: datetime, now: datetime, today: date) -> datetime:
     if status == "pending":  # the most recent: placed in the last few days
-        return _sample_time(rng, now - timedelta(days=5), now - timedelta(minutes=5), today)
+        return _sample_time(rng, now - timedelta(days=3), now - timedelta(minutes=5), today)
     if status == "processed":  # recent: shipped within days, not delivered yet
-        return _sample_time(rng, now - timedelta(days=9), now - timedelta(hours=2), today)
+        return _sample_time(rng, now - timedelta(days=10), now - timedelta(days=1), today)
     if status == "delivered":  # older
         return _sample_time(rng, start, now - timedelta(days=14), today)
     return _sample_time(rng, start, now - timedelta(hours=1), today)  # cancelled: any time

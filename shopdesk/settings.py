@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     llm_temperature: float = 0.0
     # Small models cannot call tools natively: they get a grammar-constrained decision instead.
     llm_native_tools: bool = False
+    # After a tool ran: "facts" replies with the store's own sentences (right for a 135M model, which
+    # contradicts them); "model" lets the model phrase them, checked to state every key fact.
+    llm_answer_style: Literal["facts", "model"] = "facts"
     local_model_dir: Path | None = None  # default: var_dir / "models" / "smollm2-135m-instruct"
     local_max_batch: int = 8
 

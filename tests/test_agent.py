@@ -19,7 +19,8 @@ AARAV = "aarav_anderson_8794"  # #W9300146 pending, #W3220203 processed, #W43161
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(llm_backend="scripted")
+    """The model phrases replies (as a capable model would); `facts` style has its own tests."""
+    return Settings(llm_backend="scripted", llm_answer_style="model")
 
 
 def new_conversation(engine, customer_id: str | None) -> str:  # type: ignore[no-untyped-def]
@@ -50,7 +51,9 @@ def order_status(engine, order_id: str) -> str:  # type: ignore[no-untyped-def]
 
 
 async def test_own_order_status_is_exact_from_store(store_db, settings):
-    backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}, "Your order is on its way."])
+    backend = ScriptedBackend(
+        [{"action": "order_status", "order_id": "#W2611340"}, "Your order #W2611340 is processed and on its way."]
+    )
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, JAMES)
     events = await turn(agent, conv, "Where is my order #W2611340?")
@@ -60,7 +63,7 @@ async def test_own_order_status_is_exact_from_store(store_db, settings):
     assert card["id"] == "#W2611340" and card["status"] == "processed"
     assert card["shipments"][0]["tracking_id"] == "357962501027"
     tokens = "".join(e["text"] for e in of_type(events, "token"))
-    assert tokens.strip() == "Your order is on its way."
+    assert tokens.strip() == "Your order #W2611340 is processed and on its way."
     assert final(events)["replaced"] is False
     assert events[-1]["type"] == "done"
     # The decision schema offered to the model only admits the order id the shopper wrote.
@@ -82,6 +85,38 @@ async def test_invented_facts_are_replaced_by_store_facts(store_db, settings):
     assert message["replaced"] is True
     assert "processed" in message["text"] and "357962501027" in message["text"]
     assert "999999999" not in message["text"] and "delivered" not in message["text"]
+
+
+async def test_a_draft_that_omits_the_key_facts_is_replaced(store_db, settings):
+    # What SmolLM2-135M really writes after an order lookup: no checkable fact, and wrong.
+    backend = ScriptedBackend(
+        [{"action": "order_status", "order_id": "#W2611340"}, "I'm sorry, I'm unable to provide order details."]
+    )
+    agent = Agent(backend, store_db, settings)
+    message = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340"))
+    assert message["replaced"] is True and "processed" in message["text"]
+
+
+async def test_facts_style_replies_with_the_stores_own_sentences(store_db, settings):
+    facts = settings.model_copy(update={"llm_answer_style": "facts"})
+    backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}])
+    agent = Agent(backend, store_db, facts)
+    events = await turn(agent, new_conversation(store_db, JAMES), "Where is my order #W2611340?")
+    message = final(events)
+    assert message["text"].startswith("Order #W2611340 is processed.") and "357962501027" in message["text"]
+    assert "".join(e["text"] for e in of_type(events, "token")) == message["text"]
+    assert len(backend.calls) == 1  # the decision only: the model writes none of the facts
+
+
+async def test_cancel_is_not_offered_unless_the_shopper_asks(store_db, settings):
+    backend = ScriptedBackend([{"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}])
+    agent = Agent(backend, store_db, settings)
+    conv = new_conversation(store_db, AARAV)
+    events = await turn(agent, conv, "what is the status of #W9300146?")
+    offered = {b["properties"]["action"].get("const") for b in backend.calls[0]["response_schema"]["anyOf"]}
+    assert "cancel_order" not in offered and "handoff" not in offered
+    assert not of_type(events, "confirm")
+    assert order_status(store_db, "#W9300146") == "pending"
 
 
 async def test_other_customers_order_is_refused_and_nothing_leaks(store_db, settings):

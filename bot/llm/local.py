@@ -69,21 +69,62 @@ def tool_function(tool: ToolSpec) -> dict[str, Any]:
     return fn
 
 
-def tool_call_schema(tools: list[ToolSpec]) -> dict[str, Any]:
-    """The JSON schema of one call to one of `tools`: an anyOf over `{"name": const, "arguments": params}`."""
+def _hoist_defs(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without its `$defs`/`definitions`, which move into `defs` renamed `<prefix>__<name>`.
+
+    Nesting a schema (a tool's parameters) inside a bigger one breaks its `#/$defs/...` references
+    (pydantic writes them for enums and nested models): they must point at the new root.
+    """
+    local = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    if not local:
+        return schema
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key in ("$defs", "definitions") and node is schema:
+                    continue
+                if key == "$ref" and isinstance(value, str):
+                    for root in ("#/$defs/", "#/definitions/"):
+                        if value.startswith(root):
+                            value = f"#/$defs/{prefix}__{value[len(root) :]}"
+                out[key] = rewrite(value)
+            return out
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        return node
+
+    for name, definition in local.items():
+        defs[f"{prefix}__{name}"] = rewrite(definition)
+    return rewrite(schema)
+
+
+def tool_call_schema(tools: list[ToolSpec], answer_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON schema of one call to one of `tools`: an anyOf over `{"name": const, "arguments": params}`.
+
+    With `answer_schema`, a value valid under it is a further choice (the model may answer instead).
+    """
+    defs: dict[str, Any] = {}
     branches = []
-    for tool in tools:
+    for i, tool in enumerate(tools):
         fn = tool_function(tool)
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         branches.append(
             {
                 "type": "object",
-                "properties": {"name": {"const": fn["name"]}, "arguments": params},
+                "properties": {
+                    "name": {"const": fn["name"]},
+                    "arguments": _hoist_defs(params, f"tool{i}", defs),
+                },
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
         )
-    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+    if answer_schema is not None:
+        branches.append(_hoist_defs(answer_schema, "answer", defs))
+    schema = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def tools_instructions(tools: list[ToolSpec]) -> str:
@@ -141,7 +182,8 @@ def normalize_messages(
 
 
 def schema_key(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    # Not sort_keys: the grammar emits properties in the schema's declared order.
+    return json.dumps(schema, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +273,7 @@ class LocalBackend:
         self._load_error: str | None = None
         self._stopping = False
         self.steps = 0  # decode steps run (batched forward passes), for tests and metrics
+        self.peak_batch = 0  # the most requests decoded together in one step
 
     # ---- public API ----------------------------------------------------------------------
 
@@ -304,6 +347,8 @@ class LocalBackend:
                     finish_reason, extra = payload
                     if req.buffered:
                         for event in self._tool_events("".join(text_parts), req, finish_reason):
+                            if isinstance(event, ToolCall):
+                                finish_reason = "tool_calls"  # as OpenAI-compatible servers report it
                             yield event
                     yield Usage(
                         prompt_tokens=len(req.prompt_ids),
@@ -345,6 +390,10 @@ class LocalBackend:
         limit = self.default_max_tokens if max_tokens is None else int(max_tokens)
         if limit < 1:
             raise BackendError(f"max_tokens must be at least 1, got {max_tokens}")
+        if tools and messages[-1].get("role") == "tool":
+            # The model has the tool result: it answers now (as with tool_choice "auto"). SmolLM2
+            # cannot choose between calling and answering, and calling again would loop forever.
+            tools = None
         prompt_ids = self.render_prompt(messages, tools)
         if len(prompt_ids) + limit > self._max_positions:
             raise BackendError(
@@ -354,9 +403,7 @@ class LocalBackend:
         req = _Request(prompt_ids=prompt_ids, max_tokens=limit, submitted_at=time.perf_counter())
         schema: dict[str, Any] | None = None
         if tools:
-            schema = tool_call_schema(tools)
-            if response_schema is not None:
-                schema = {"anyOf": [*schema.get("anyOf", [schema]), response_schema]}
+            schema = tool_call_schema(tools, response_schema)
             req.buffered = True
             req.tool_names = frozenset(tool_function(t)["name"] for t in tools)
         elif response_schema is not None:
@@ -484,6 +531,8 @@ class LocalBackend:
                         self._cond.wait()
                     if self._stopping:
                         break
+                    if any(r.cancelled for r in self._pending):  # abandoned before they got a slot
+                        self._pending = deque(r for r in self._pending if not r.cancelled)
                     room = self.max_batch - len(self._active)
                     admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
                 try:
@@ -558,6 +607,7 @@ class LocalBackend:
     def _decode_step(self) -> None:
         torch = self._torch
         reqs = list(self._active)
+        self.peak_batch = max(self.peak_batch, len(reqs))
         input_ids = torch.tensor([[r.last_token] for r in reqs], dtype=torch.long)
         positions = torch.tensor([[r.seq_len] for r in reqs], dtype=torch.long)
         self._mask = torch.cat([self._mask, torch.ones((len(reqs), 1), dtype=torch.long)], dim=1)

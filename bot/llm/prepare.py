@@ -8,6 +8,7 @@ The package is installed with `--no-deps` (it would pull llama-cpp and `llm`), s
 we only locate its directory with `importlib.util.find_spec`.
 """
 
+import fcntl
 import importlib.util
 import logging
 import os
@@ -64,25 +65,27 @@ def prepare_model(settings: Settings) -> Path:
     target = Path(settings.model_dir)
     if is_prepared(target):
         return target
-    with _lock:
-        if is_prepared(target):
+    gguf_path = find_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One converter at a time, across threads and processes (`make model` while tests run...).
+    with _lock, open(target.parent / f".{target.name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if is_prepared(target):  # another process finished while we waited
             return target
-        gguf_path = find_gguf()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a crashed conversion
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             _convert(gguf_path, tmp)
             (tmp / READY_MARKER).write_text(f"converted from {gguf_path.name}\n")
-            if target.exists():  # an incomplete directory from an older layout or a crash
+            tmp.chmod(0o755)
+            if target.exists():  # an incomplete directory (no ready marker)
                 shutil.rmtree(target)
             os.replace(tmp, target)
-        except ModelPrepareError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, ModelPrepareError):
+                raise
             raise ModelPrepareError(f"converting {gguf_path} to {target} failed: {exc}") from exc
     log.info("prepared embedded model at %s", target)
     return target

@@ -80,6 +80,7 @@ class ScriptedBackend:
         self.calls.append({"messages": messages, "tools": tools, "response_schema": response_schema})
         item = self._next(messages, tools, response_schema)
         produced = 0
+        truncated = False
         if isinstance(item, ToolCall):
             produced = 1
             yield item
@@ -87,13 +88,18 @@ class ScriptedBackend:
             text = json.dumps(item) if isinstance(item, dict) else str(item)
             for piece in re.findall(r"\S+\s*|\s+", text):
                 if max_tokens is not None and produced >= max_tokens:
+                    truncated = True
                     break
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 produced += 1
                 yield TextDelta(piece)
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
-        yield Usage(prompt_tokens=prompt_tokens, completion_tokens=produced)
+        yield Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=produced,
+            finish_reason="length" if truncated else "stop",
+        )
 
     async def aclose(self) -> None:
         return None

@@ -277,7 +277,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_shipmentevent_shipment_id"), ["shipment_id"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("shipmentevent", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_shipmentevent_shipment_id"))
