@@ -1,8 +1,8 @@
 """The app factory: builds the FastAPI app, mounts the routers, serves web/."""
 
 import logging
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request

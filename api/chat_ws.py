@@ -48,7 +48,11 @@ FRAME_TYPES = ("message", "confirm", "ping")
 def parse_frame(raw: str | bytes | None, max_bytes: int) -> tuple[BaseModel | None, dict[str, Any] | None]:
     """The frame, or the `error` event that explains why it was refused."""
     if raw is None or isinstance(raw, bytes):
-        return None, {"type": "error", "code": "binary_frame", "message": "Only JSON text frames are accepted."}
+        return None, {
+            "type": "error",
+            "code": "binary_frame",
+            "message": "Only JSON text frames are accepted.",
+        }
     if len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
         return None, {
             "type": "error",
@@ -60,7 +64,11 @@ def parse_frame(raw: str | bytes | None, max_bytes: int) -> tuple[BaseModel | No
     except ValueError:
         return None, {"type": "error", "code": "malformed_json", "message": "The frame is not valid JSON."}
     if not isinstance(data, dict) or "type" not in data:
-        return None, {"type": "error", "code": "invalid_frame", "message": "A frame is a JSON object with a type."}
+        return None, {
+            "type": "error",
+            "code": "invalid_frame",
+            "message": "A frame is a JSON object with a type.",
+        }
     if data["type"] not in FRAME_TYPES:
         return None, {
             "type": "error",
@@ -107,7 +115,9 @@ class _Connection:
                 raise
             except Exception:
                 log.exception("turn failed in conversation %s", self.conversation_id)
-                await self.send({"type": "error", "code": "internal", "message": "Something went wrong; please retry."})
+                await self.send(
+                    {"type": "error", "code": "internal", "message": "Something went wrong; please retry."}
+                )
                 await self.send({"type": "done"})
 
 

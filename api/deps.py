@@ -28,7 +28,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def get_shopper(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> SessionClaims:
+def get_shopper(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> SessionClaims:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token")
     try:

@@ -16,7 +16,9 @@ router = APIRouter(prefix="/api", tags=["shopper"])
 
 
 class SessionRequest(BaseModel):
-    customer_id: str | None = Field(default=None, max_length=64, description="Demo only: sign in as this customer")
+    customer_id: str | None = Field(
+        default=None, max_length=64, description="Demo only: sign in as this customer"
+    )
 
 
 class SessionResponse(BaseModel):
@@ -31,7 +33,9 @@ def start_session(body: SessionRequest, db: SessionDep, settings: SettingsDep) -
     customer = None
     if body.customer_id is not None:
         if not settings.demo_mode:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "signing in by customer id is only for the demo store")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "signing in by customer id is only for the demo store"
+            )
         customer = db.get(Customer, body.customer_id)
         if customer is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown customer {body.customer_id!r}")
@@ -76,7 +80,9 @@ def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0
 
 
 @router.get("/demo/customers")
-def demo_customers(db: SessionDep, settings: SettingsDep, limit: int = Query(12, ge=1, le=100)) -> dict[str, Any]:
+def demo_customers(
+    db: SessionDep, settings: SettingsDep, limit: int = Query(12, ge=1, le=100)
+) -> dict[str, Any]:
     """Customers to sign in as on the demo page: those with a mix of orders, most interesting first."""
     if not settings.demo_mode:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not a demo store")

@@ -99,7 +99,9 @@ def free_port() -> int:
 def start_server(settings: Settings, backend: ChatBackend) -> tuple[uvicorn.Server, str]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, backend=backend), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, backend=backend), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -153,7 +155,9 @@ def main() -> None:
             seed_store(engine, settings)
         engine.dispose()
         settings = settings.model_copy(update={"local_model_dir": Settings().model_dir})
-        print(f"{'backend':10} {'ws total':>10} {'direct':>10} {'ratio':>7} {'+ms':>8} {'ws ttft':>9} {'direct ttft':>12}")
+        print(
+            f"{'backend':10} {'ws total':>10} {'direct':>10} {'ratio':>7} {'+ms':>8} {'ws ttft':>9} {'direct ttft':>12}"
+        )
         for name in args.backends.split(","):
             r = asyncio.run(measure(name, settings, args.turns))
             print(

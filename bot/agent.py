@@ -79,7 +79,9 @@ class Agent:
 
     # ---- public ---------------------------------------------------------------------------------
 
-    async def run_turn(self, conversation_id: str, text: str, client_id: str | None = None) -> AsyncIterator[Event]:
+    async def run_turn(
+        self, conversation_id: str, text: str, client_id: str | None = None
+    ) -> AsyncIterator[Event]:
         """Handle one shopper message; yields protocol events and always ends with `done`."""
         started = time.perf_counter()
         turn = _Turn(started)
@@ -87,14 +89,19 @@ class Agent:
             conv = db.get(Conversation, conversation_id)
             if conv is None:
                 raise TurnError(f"unknown conversation {conversation_id}")
-            if client_id and db.exec(
-                select(MessageRow).where(
-                    MessageRow.conversation_id == conversation_id, MessageRow.client_id == client_id
-                )
-            ).first():
+            if (
+                client_id
+                and db.exec(
+                    select(MessageRow).where(
+                        MessageRow.conversation_id == conversation_id, MessageRow.client_id == client_id
+                    )
+                ).first()
+            ):
                 yield {"type": "done", "duplicate": True, "client_id": client_id}
                 return
-            user_row = MessageRow(conversation_id=conversation_id, role="user", content=text, client_id=client_id)
+            user_row = MessageRow(
+                conversation_id=conversation_id, role="user", content=text, client_id=client_id
+            )
             db.add(user_row)
             conv.updated_at = utcnow()
             db.add(conv)
@@ -115,7 +122,12 @@ class Agent:
         except BackendError as exc:
             log.warning("backend failed in conversation %s: %s", conversation_id, exc)
             turn.steps.append({"type": "error", "error": str(exc)})
-            yield {"type": "error", "code": "llm_unavailable", "message": UNAVAILABLE_TEXT, "handoff_offer": True}
+            yield {
+                "type": "error",
+                "code": "llm_unavailable",
+                "message": UNAVAILABLE_TEXT,
+                "handoff_offer": True,
+            }
             turn.final_text = UNAVAILABLE_TEXT
             turn.draft = ""
 
@@ -144,7 +156,9 @@ class Agent:
             conv.pending_action = None
             db.add(conv)
             if answer is not True:
-                self._audit(db, conv.id, pending.get("tool", "?"), pending.get("args", {}), "declined", {}, 0.0)
+                self._audit(
+                    db, conv.id, pending.get("tool", "?"), pending.get("args", {}), "declined", {}, 0.0
+                )
         if answer is None:
             # The shopper moved on: nothing is changed, and the new message is handled normally.
             turn.steps.append({"type": "confirmation", "answer": None})
@@ -188,7 +202,9 @@ class Agent:
         decision = await self._decide(conv, history, text, user_texts, identity, turn)
         action = decision.get("action", "answer")
         if action == "ask":
-            async for event in self._say(preface + ASK_TEXT.get(decision.get("need", ""), ASK_TEXT["clarification"]), turn):
+            async for event in self._say(
+                preface + ASK_TEXT.get(decision.get("need", ""), ASK_TEXT["clarification"]), turn
+            ):
                 yield event
             return
         if action == "answer" or action not in self.tools:
@@ -316,7 +332,9 @@ class Agent:
                 if result.card:
                     turn.cards.append(result.card)
                     yield {"type": "card", "card": result.card}
-                messages.append({"role": "tool", "tool_call_id": call.id or f"call_{i}", "content": result.text})
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.id or f"call_{i}", "content": result.text}
+                )
             with session_scope(self.engine) as db:
                 conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
             specs = [t.spec() for t in self.tools.available(conv)]
@@ -334,7 +352,9 @@ class Agent:
             except Exception:  # a tool bug must not kill the chat
                 log.exception("tool %s failed", name)
                 db.rollback()
-                result = ToolResult(outcome="error", text="Something went wrong on our side with that request.")
+                result = ToolResult(
+                    outcome="error", text="Something went wrong on our side with that request."
+                )
             if result.proposal:
                 conv.pending_action = result.proposal
                 db.add(conv)
@@ -397,7 +417,12 @@ class Agent:
         draft = turn.draft.strip()
         result = grounding.check(draft, turn.sources + turn.user_sources, required=turn.key_facts)
         turn.steps.append(
-            {"type": "grounding", "ok": result.ok, "unsupported": result.unsupported, "missing": result.missing}
+            {
+                "type": "grounding",
+                "ok": result.ok,
+                "unsupported": result.unsupported,
+                "missing": result.missing,
+            }
         )
         if draft and result.ok:
             turn.final_text = preface + draft
@@ -468,12 +493,16 @@ class Agent:
     def _history(self, db: Any, conversation_id: str) -> list[Message]:
         rows = db.exec(
             select(MessageRow)
-            .where(MessageRow.conversation_id == conversation_id, col(MessageRow.role).in_(["user", "assistant", "agent"]))
+            .where(
+                MessageRow.conversation_id == conversation_id,
+                col(MessageRow.role).in_(["user", "assistant", "agent"]),
+            )
             .order_by(col(MessageRow.id).desc())
             .limit(self.settings.max_history_messages)
         ).all()
         return [
-            {"role": "user" if r.role == "user" else "assistant", "content": r.content[:2000]} for r in reversed(rows)
+            {"role": "user" if r.role == "user" else "assistant", "content": r.content[:2000]}
+            for r in reversed(rows)
         ]
 
     def _user_texts(self, db: Any, conversation_id: str) -> list[str]:

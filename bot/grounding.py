@@ -45,4 +45,6 @@ def check(draft: str, sources: list[str], required: list[str] | None = None) -> 
     unsupported = [f for f in facts if _normalize(f) not in haystack]
     said = _normalize(draft)
     missing = [r for r in required or [] if _normalize(r) not in said]
-    return GroundingResult(ok=not unsupported and not missing, facts=facts, unsupported=unsupported, missing=missing)
+    return GroundingResult(
+        ok=not unsupported and not missing, facts=facts, unsupported=unsupported, missing=missing
+    )

@@ -36,13 +36,17 @@ def serve(
     from server import create_app
 
     bind_host, bind_port = host or settings.host, port or settings.port
-    console.print(f"[bold green]shopdesk[/] on http://{bind_host}:{bind_port}/  (backend: {settings.llm_backend})")
+    console.print(
+        f"[bold green]shopdesk[/] on http://{bind_host}:{bind_port}/  (backend: {settings.llm_backend})"
+    )
     uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level="info", ws_max_size=1 << 20)
 
 
 @app.command()
 def seed(
-    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing when the store already has data")] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Do nothing when the store already has data")
+    ] = False,
 ) -> None:
     """Migrate the database and load the demo store (deterministic: twice gives the same store)."""
     from sqlmodel import Session, select
@@ -74,9 +78,15 @@ def llm_prepare() -> None:
 
 @app.command()
 def chat(
-    customer: Annotated[str | None, typer.Option(help="Sign in as this demo customer (default: guest)")] = None,
-    url: Annotated[str | None, typer.Option(help="Chat with a running server, e.g. http://127.0.0.1:8000")] = None,
-    backend: Annotated[str | None, typer.Option(help="In-process backend: local, openai_compat, scripted")] = None,
+    customer: Annotated[
+        str | None, typer.Option(help="Sign in as this demo customer (default: guest)")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Chat with a running server, e.g. http://127.0.0.1:8000")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="In-process backend: local, openai_compat, scripted")
+    ] = None,
 ) -> None:
     """A terminal chat: with a running server (--url) or in-process."""
     settings = get_settings()
@@ -104,7 +114,9 @@ def _render(event: dict[str, Any]) -> None:
     elif kind == "confirm":
         console.print(f"\n[magenta][confirm][/] {event['summary']} (yes/no)")
     elif kind in ("handoff", "error"):
-        console.print(f"\n[red][{kind}][/] {event.get('message') or event.get('text') or event.get('reason')}")
+        console.print(
+            f"\n[red][{kind}][/] {event.get('message') or event.get('text') or event.get('reason')}"
+        )
 
 
 async def _chat_local(settings: Settings, customer_id: str | None) -> None:

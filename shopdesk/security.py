@@ -43,4 +43,6 @@ def read_token(token: str, settings: Settings) -> SessionClaims:
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"invalid session token: {exc}") from exc
-    return SessionClaims(conversation_id=payload["conv"], customer_id=payload.get("sub"), role=payload["role"])
+    return SessionClaims(
+        conversation_id=payload["conv"], customer_id=payload.get("sub"), role=payload["role"]
+    )

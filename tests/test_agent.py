@@ -52,7 +52,10 @@ def order_status(engine, order_id: str) -> str:  # type: ignore[no-untyped-def]
 
 async def test_own_order_status_is_exact_from_store(store_db, settings):
     backend = ScriptedBackend(
-        [{"action": "order_status", "order_id": "#W2611340"}, "Your order #W2611340 is processed and on its way."]
+        [
+            {"action": "order_status", "order_id": "#W2611340"},
+            "Your order #W2611340 is processed and on its way.",
+        ]
     )
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, JAMES)
@@ -68,7 +71,9 @@ async def test_own_order_status_is_exact_from_store(store_db, settings):
     assert events[-1]["type"] == "done"
     # The decision schema offered to the model only admits the order id the shopper wrote.
     schema = backend.calls[0]["response_schema"]
-    status_branch = next(b for b in schema["anyOf"] if b["properties"]["action"].get("const") == "order_status")
+    status_branch = next(
+        b for b in schema["anyOf"] if b["properties"]["action"].get("const") == "order_status"
+    )
     assert status_branch["properties"]["order_id"] == {"enum": ["#W2611340"]}
 
 
@@ -90,7 +95,10 @@ async def test_invented_facts_are_replaced_by_store_facts(store_db, settings):
 async def test_a_draft_that_omits_the_key_facts_is_replaced(store_db, settings):
     # What SmolLM2-135M really writes after an order lookup: no checkable fact, and wrong.
     backend = ScriptedBackend(
-        [{"action": "order_status", "order_id": "#W2611340"}, "I'm sorry, I'm unable to provide order details."]
+        [
+            {"action": "order_status", "order_id": "#W2611340"},
+            "I'm sorry, I'm unable to provide order details.",
+        ]
     )
     agent = Agent(backend, store_db, settings)
     message = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340"))
@@ -109,7 +117,9 @@ async def test_facts_style_replies_with_the_stores_own_sentences(store_db, setti
 
 
 async def test_cancel_is_not_offered_unless_the_shopper_asks(store_db, settings):
-    backend = ScriptedBackend([{"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}])
+    backend = ScriptedBackend(
+        [{"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}]
+    )
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, AARAV)
     events = await turn(agent, conv, "what is the status of #W9300146?")
@@ -177,12 +187,16 @@ async def test_guest_must_verify_before_account_data(store_db, settings):
 
 
 async def test_guest_verification_by_name_and_zip(store_db, settings):
-    backend = ScriptedBackend([{"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "99999"}])
+    backend = ScriptedBackend(
+        [{"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "99999"}]
+    )
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, None)
     events = await turn(agent, conv, "I'm James Li, zip 99999")
     assert "couldn't verify" in final(events)["text"]
-    backend.push({"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "10083"}, "Welcome.")
+    backend.push(
+        {"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "10083"}, "Welcome."
+    )
     await turn(agent, conv, "oops, zip 10083")
     with Session(store_db) as db:
         assert db.get(Conversation, conv).customer_id == JAMES
@@ -226,7 +240,9 @@ async def test_cancel_needs_explicit_yes_and_no_changes_nothing(store_db, settin
 
 @pytest.mark.parametrize("order_id,status", [("#W3220203", "processed"), ("#W4316152", "delivered")])
 async def test_processed_or_delivered_orders_cannot_be_cancelled(store_db, settings, order_id, status):
-    backend = ScriptedBackend([{"action": "cancel_order", "order_id": order_id, "reason": "no longer needed"}])
+    backend = ScriptedBackend(
+        [{"action": "cancel_order", "order_id": order_id, "reason": "no longer needed"}]
+    )
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, AARAV)
     events = await turn(agent, conv, f"cancel {order_id}")
@@ -238,7 +254,9 @@ async def test_processed_or_delivered_orders_cannot_be_cancelled(store_db, setti
 
 async def test_conversation_survives_a_restart(store_db, settings, tmp_path):
     url = str(store_db.url)
-    backend = ScriptedBackend([{"action": "cancel_order", "order_id": "#W9300146", "reason": "ordered by mistake"}])
+    backend = ScriptedBackend(
+        [{"action": "cancel_order", "order_id": "#W9300146", "reason": "ordered by mistake"}]
+    )
     conv = new_conversation(store_db, AARAV)
     await turn(Agent(backend, store_db, settings), conv, "cancel #W9300146, ordered by mistake")
     store_db.dispose()
@@ -295,7 +313,9 @@ async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
     assert not of_type(events, "card")
     assert "couldn't find" in final(events)["text"]
     tool_names = {t["function"]["name"] for t in backend.calls[0]["tools"]}
-    assert "verify_guest" not in tool_names and all(t["function"]["strict"] for t in backend.calls[0]["tools"])
+    assert "verify_guest" not in tool_names and all(
+        t["function"]["strict"] for t in backend.calls[0]["tools"]
+    )
 
     backend.push(ToolCall("order_status", {"order_id": "#W2611340"}, id="c2"), "It is processed.")
     events = await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?")

@@ -39,7 +39,9 @@ async def run(agent: Agent, conv: str, text: str) -> list[dict[str, Any]]:
 
 def steps(engine, conv: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     with Session(engine) as db:
-        reply = db.exec(select(Message).where(Message.conversation_id == conv, Message.role == "assistant")).all()[-1]
+        reply = db.exec(
+            select(Message).where(Message.conversation_id == conv, Message.role == "assistant")
+        ).all()[-1]
         return reply.meta["steps"]
 
 
@@ -71,7 +73,14 @@ async def test_cancel_request_decision_is_valid_and_nothing_changes_without_yes(
     events = await run(agent, conv, "Please cancel my order #W9300146, I don't need it anymore.")
     decision = next(s for s in steps(store_db, conv) if s["type"] == "decision")
     assert decision["valid"], decision
-    assert decision["decision"]["action"] in {"cancel_order", "order_status", "list_orders", "ask", "answer", "handoff"}
+    assert decision["decision"]["action"] in {
+        "cancel_order",
+        "order_status",
+        "list_orders",
+        "ask",
+        "answer",
+        "handoff",
+    }
     assert decision["decision"].get("order_id", "#W9300146") == "#W9300146"
     with Session(store_db) as db:
         assert db.get(Order, "#W9300146").status == "pending"  # type: ignore[union-attr]

@@ -140,9 +140,16 @@ def test_rest_bad_input(client):
     assert client.post("/api/session", json={"customer_id": "nobody_1"}).status_code == 404
     bad = client.post("/api/session", json={"customer_id": ["x"]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "customer_id"
-    assert client.post("/api/session", content=b"\xff\xfe", headers={"Content-Type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/api/session", content=b"\xff\xfe", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert client.get("/api/conversation/messages").status_code == 401
-    assert client.get("/api/conversation/messages", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        client.get("/api/conversation/messages", headers={"Authorization": "Bearer nope"}).status_code == 401
+    )
 
 
 def test_messages_endpoint_shows_only_the_tokens_conversation(client):
@@ -176,7 +183,9 @@ def test_conversation_survives_a_server_restart(settings):
             assert ws.receive_json()["conversation_id"]
             ws.send_text(json.dumps({"type": "message", "text": "thanks"}))
             until_done(ws)
-        history = client.get("/api/conversation/messages", headers={"Authorization": f"Bearer {token}"}).json()
+        history = client.get(
+            "/api/conversation/messages", headers={"Authorization": f"Bearer {token}"}
+        ).json()
     assert [m["text"] for m in history["messages"]][:1] == ["where is #W2611340?"]
     assert len(history["messages"]) == 4
     assert any("#W2611340" in (m.get("content") or "") for m in second.calls[-1]["messages"])
