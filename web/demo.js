@@ -32,7 +32,7 @@
       box.appendChild(items);
       for (const s of card.shipments || []) {
         const eta = s.delivered_at ? `delivered ${String(s.delivered_at).slice(0, 10)}` : s.estimated_delivery ? `estimated ${s.estimated_delivery}` : "";
-        box.appendChild(el("div", "ship", `${s.carrier} · tracking ${s.tracking_id} · ${s.status} ${eta}`));
+        box.appendChild(el("div", "ship", `${s.carrier} · tracking ${s.tracking_id} · ${String(s.status).replace(/_/g, " ")} ${eta}`));
       }
       if (card.total !== undefined) box.appendChild(el("div", "total", `Total $${Number(card.total).toFixed(2)}`));
     } else if (card.kind === "order_list") {
