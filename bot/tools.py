@@ -71,13 +71,21 @@ class Tool:
         return self.execute is not None
 
     def parameters(self) -> dict[str, Any]:
-        """Strict JSON schema of the arguments: every property listed, nothing extra."""
+        """Strict JSON schema of the arguments: every property listed, nothing extra ($defs kept)."""
         schema = self.args_model.model_json_schema()
         props = {
             k: {kk: vv for kk, vv in v.items() if kk not in ("title", "slot")}
             for k, v in schema.get("properties", {}).items()
         }
-        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        strict: dict[str, Any] = {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
+        if "$defs" in schema:
+            strict["$defs"] = schema["$defs"]
+        return strict
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -220,7 +228,10 @@ class NoArgs(BaseModel):
 
 class OrderArgs(BaseModel):
     order_id: str = Field(
-        description="The order id the shopper wrote, like #W1234567", json_schema_extra={"slot": "order_id"}
+        description="The order id the shopper wrote, like #W1234567",
+        pattern=r"^#?[Ww]?[0-9]{7}$",
+        max_length=9,
+        json_schema_extra={"slot": "order_id"},
     )
 
 
@@ -231,10 +242,10 @@ class CancelArgs(OrderArgs):
 
 
 class VerifyArgs(BaseModel):
-    email: str | None = Field(default=None, json_schema_extra={"slot": "email"})
-    first_name: str | None = Field(default=None, json_schema_extra={"slot": "name"})
-    last_name: str | None = Field(default=None, json_schema_extra={"slot": "name"})
-    zip: str | None = Field(default=None, json_schema_extra={"slot": "zip"})
+    email: str | None = Field(default=None, max_length=254, json_schema_extra={"slot": "email"})
+    first_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "name"})
+    last_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "name"})
+    zip: str | None = Field(default=None, pattern=r"^[0-9]{5}$", json_schema_extra={"slot": "zip"})
 
 
 class HandoffArgs(BaseModel):

@@ -321,3 +321,22 @@ async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
     events = await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?")
     assert of_type(events, "card")[0]["card"]["status"] == "processed"
     assert final(events)["text"] == "It is processed."
+
+
+def test_tool_specs_are_strict_and_self_contained():
+    import json as _json
+
+    from bot.tools import default_tools
+
+    registry = default_tools()
+    for name in ("verify_guest", "list_orders", "order_status", "cancel_order", "handoff"):
+        params = registry.get(name).spec()["function"]["parameters"]
+        assert params["additionalProperties"] is False and set(params["required"]) == set(
+            params["properties"]
+        )
+        text = _json.dumps(params)
+        assert '"slot"' not in text
+        assert "$ref" not in text or "$defs" in params  # every reference resolvable
+        for prop in params["properties"].values():
+            if prop.get("type") == "string":
+                assert "maxLength" in prop or "enum" in prop or "pattern" in prop, (name, prop)

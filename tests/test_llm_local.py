@@ -367,7 +367,7 @@ async def test_cancelled_task_frees_its_slot(backend):
     first_delta = asyncio.Event()
 
     async def consume():
-        async for event in backend.stream(LONG_REPLY, max_tokens=100):
+        async for event in backend.stream(LONG_REPLY, max_tokens=400):
             if isinstance(event, TextDelta):
                 first_delta.set()
 

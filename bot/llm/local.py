@@ -328,7 +328,12 @@ class LocalBackend:
         max_tokens: int | None = None,
     ) -> AsyncIterator[Event]:
         self._ensure_started()
-        req = await asyncio.to_thread(self._build_request, messages, tools, response_schema, max_tokens)
+        try:
+            req = await asyncio.to_thread(self._build_request, messages, tools, response_schema, max_tokens)
+        except BackendError:
+            raise
+        except Exception as exc:  # malformed messages, tool specs, schemas...
+            raise BackendError(f"the local model cannot take this request: {exc}") from exc
         req.loop = asyncio.get_running_loop()
         req.queue = asyncio.Queue()
         self._submit(req)
