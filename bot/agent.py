@@ -293,7 +293,7 @@ class Agent:
     ) -> AsyncIterator[Event]:
         """Capable models call tools themselves; each call still goes through the registry."""
         messages = [self._system(), *history]
-        specs = [t.spec() for t in self.tools.available(conv)]
+        specs = self.tools.specs()
         for _round in range(4):
             calls: list[ToolCall] = []
             parts: list[str] = []

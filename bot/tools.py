@@ -143,6 +143,11 @@ class ToolRegistry:
     def get(self, name: str) -> Tool:
         return self._tools[name]
 
+    def specs(self) -> list[dict[str, Any]]:
+        """Every tool's strict schema, in a fixed order: the same bytes for every shopper and turn, so a
+        server's prefix cache hits. What a session may actually do is decided in `call`, not here."""
+        return [t.spec() for t in self._tools.values()]
+
     def available(self, conversation: Conversation) -> list[Tool]:
         return [t for t in self._tools.values() if t.available_to(conversation)]
 

@@ -312,15 +312,17 @@ async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
     events = await turn(agent, new_conversation(store_db, JAMES), "where is #W3220203?")
     assert not of_type(events, "card")
     assert "couldn't find" in final(events)["text"]
-    tool_names = {t["function"]["name"] for t in backend.calls[0]["tools"]}
-    assert "verify_guest" not in tool_names and all(
-        t["function"]["strict"] for t in backend.calls[0]["tools"]
-    )
+    assert all(t["function"]["strict"] for t in backend.calls[0]["tools"])
 
     backend.push(ToolCall("order_status", {"order_id": "#W2611340"}, id="c2"), "It is processed.")
     events = await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?")
     assert of_type(events, "card")[0]["card"]["status"] == "processed"
     assert final(events)["text"] == "It is processed."
+    # The tool block is byte-identical for every shopper (prefix caching), guest or signed in.
+    backend.push(ToolCall("order_status", {"order_id": "#W2611340"}, id="c3"))
+    events = await turn(agent, new_conversation(store_db, None), "where is #W2611340?")
+    assert backend.calls[-1]["tools"] == backend.calls[0]["tools"]
+    assert "verify" in final(events)["text"].lower() and not of_type(events, "card")
 
 
 def test_tool_specs_are_strict_and_self_contained():
