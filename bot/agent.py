@@ -122,12 +122,14 @@ class Agent:
         except BackendError as exc:
             log.warning("backend failed in conversation %s: %s", conversation_id, exc)
             turn.steps.append({"type": "error", "error": str(exc)})
+            offer = self._offer_handoff(conversation_id, "the assistant is unavailable")
             yield {
                 "type": "error",
                 "code": "llm_unavailable",
                 "message": UNAVAILABLE_TEXT,
                 "handoff_offer": True,
             }
+            yield {"type": "confirm", "action": "handoff", "summary": offer["summary"], "args": offer["args"]}
             turn.final_text = UNAVAILABLE_TEXT
             turn.draft = ""
 
@@ -177,11 +179,11 @@ class Agent:
             conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
             ctx = ToolContext(db, conv, self._user_texts(db, conv.id))
             # The proposal was made for one customer; it never runs for another.
-            if pending.get("customer_id") != conv.customer_id or tool.execute is None:
+            if pending.get("customer_id") != conv.customer_id:
                 result = ToolResult(outcome="refused", text="That action is no longer valid.")
             else:
                 args = tool.args_model.model_validate(pending["args"])
-                result = await tool.execute(args, ctx)
+                result = await (tool.execute or tool.run)(args, ctx)
             self._audit(db, conv.id, tool.name, pending["args"], result.outcome, result, t0)
         async for event in self._emit_result(tool.name, result, turn):
             yield event
@@ -438,6 +440,21 @@ class Agent:
             yield {"type": "token", "text": piece}
         turn.final_text = text
         turn.draft = text
+
+    def _offer_handoff(self, conversation_id: str, reason: str) -> dict[str, Any]:
+        """When the model fails, a yes must reach a person without needing the model again."""
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            assert conv is not None
+            offer = {
+                "tool": "handoff",
+                "args": {"reason": reason},
+                "customer_id": conv.customer_id,
+                "summary": "Connect you with a person from our support team.",
+            }
+            conv.pending_action = offer
+            db.add(conv)
+        return offer
 
     # ---- persistence and context ----------------------------------------------------------------
 

@@ -301,6 +301,12 @@ async def test_backend_failure_keeps_the_message_and_offers_handoff(store_db, se
     with Session(store_db) as db:
         stored = db.exec(select(Message).where(Message.conversation_id == conv, Message.role == "user")).one()
     assert stored.content == "where is #W2611340?"
+    # The offer works while the model is still down: a yes hands off without asking the model.
+    assert of_type(events, "confirm")[0]["action"] == "handoff"
+    events = await turn(agent, conv, "yes please")
+    assert of_type(events, "handoff")[0]["state"] == "waiting"
+    with Session(store_db) as db:
+        assert db.get(Conversation, conv).state == "waiting"
 
 
 async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
