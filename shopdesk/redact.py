@@ -28,16 +28,24 @@ def redact_value(value: object) -> object:
     return value
 
 
-class RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = None
-        return True
+_installed = False
 
 
 def install_log_redaction() -> None:
-    """Attach the filter to every root handler, so no module can log PII in clear by accident."""
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    """Redact every log record when it is created, whatever logger or handler later prints it."""
+    global _installed
+    if _installed:
+        return
+    make_record = logging.getLogRecordFactory()
+
+    def redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            record.msg = redact(record.getMessage())
+            record.args = None
+        except Exception:  # a malformed format string must not make logging itself fail
+            pass
+        return record
+
+    logging.setLogRecordFactory(redacting_factory)
+    _installed = True

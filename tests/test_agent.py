@@ -181,6 +181,8 @@ async def test_guest_must_verify_before_account_data(store_db, settings):
     with Session(store_db) as db:
         bound = db.get(Conversation, conv)
         assert bound.customer_id == JAMES and bound.identity == "verified_guest"
+        audit = db.exec(select(ToolCallRecord).where(ToolCallRecord.tool == "verify_guest")).all()
+    assert [a.arguments for a in audit] == [{"email": "[email]"}, {"email": "[email]"}]  # never in clear
     backend.push({"action": "order_status", "order_id": "#W2611340"}, "It is processed.")
     events = await turn(agent, conv, "so where is #W2611340?")
     assert of_type(events, "card")[0]["card"]["status"] == "processed"

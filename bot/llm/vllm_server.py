@@ -20,6 +20,7 @@ hermes-style, hence `--enable-auto-tool-choice --tool-call-parser hermes`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -283,10 +284,8 @@ def stop_vllm(process: subprocess.Popen, timeout: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             continue
     # the engine-core child may outlive the API server briefly: reap the rest of the group
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def main() -> None:  # `python -m bot.llm.vllm_server`: build the env (make vllm-env)
