@@ -150,3 +150,49 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     migrate(engine)
     yield engine
     engine.dispose()
+
+
+# ---- vLLM (real server, CPU) -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """One real vLLM OpenAI-compatible server for the whole session (tests marked `vllm`).
+
+    Builds var/vllm-venv on first use (bot.llm.vllm_server.ensure_vllm_env, about 70 s from
+    scratch), serves the prepared SmolLM2 directory on a free port from 18001 up, yields a
+    `VllmServer` (base_url, port, process, settings, timings) and stops the server at the end. Never
+    skips: an env that cannot be built or a server that does not come up fails the tests using it.
+    """
+    import time as _time
+
+    from bot.llm.vllm_server import (
+        VllmError,
+        VllmServer,
+        ensure_vllm_env,
+        find_free_port,
+        log_tail,
+        start_vllm,
+        stop_vllm,
+        wait_ready,
+    )
+
+    settings = Settings()
+    started = _time.monotonic()
+    try:
+        ensure_vllm_env(settings)
+    except VllmError as exc:
+        pytest.fail(f"cannot build the vLLM env under {settings.var_dir}: {exc}", pytrace=False)
+    env_s = _time.monotonic() - started
+    port = find_free_port(18001)
+    process = start_vllm(settings, port)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        start_s = wait_ready(base_url, timeout=600, process=process)
+    except VllmError as exc:
+        stop_vllm(process)
+        pytest.fail(f"{exc}\nlast lines of the vLLM log:\n{log_tail(settings, port)}", pytrace=False)
+    server = VllmServer(base_url, port, process, settings, env_s=env_s, start_s=start_s)
+    print(f"\nvLLM session server {base_url} (pid {process.pid}): env {env_s:.0f} s, start {start_s:.0f} s")
+    yield server
+    stop_vllm(process)

@@ -4,13 +4,22 @@
 - `response_schema`: the text is JSON valid under the schema;
 - `tools`: a ToolCall naming one of the tools, with dict arguments;
 - `max_tokens` is respected (and reported as finish_reason "length" when it cut the reply);
-- a consumer that stops reading early does not break the next call.
+- a consumer that stops reading early does not break the next call;
+- a tool result in the history (assistant `tool_calls` + a `tool` message) gets a text answer.
 
-Add a backend by adding its name to BACKENDS (and a fixture branch in `backend` if it needs one).
+Every case takes a backend from `backend_factory`, a zero-argument callable building (or handing
+out) a ready backend of the parametrised kind: `scripted` (in-process), `local` (the embedded
+SmolLM2, loaded once per module) and `vllm` (OpenAICompatBackend on the real vLLM session server of
+tests/conftest.py, `vllm_server`). Add a backend by adding its name to BACKENDS and a
+`<name>_factory` fixture.
+
+The vLLM backend is built with tool_choice="required": a 135M model never calls a tool under
+"auto", and "required" makes vLLM grammar-constrain a tool call, which is what the local backend
+does with tools (both answer in text once the last message is a tool result).
 """
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -18,7 +27,12 @@ from bot.llm.base import ChatBackend, Event, TextDelta, ToolCall, Usage
 from bot.llm.scripted import ScriptedBackend
 from shopdesk.settings import Settings
 
-BACKENDS = ["scripted", pytest.param("local", marks=pytest.mark.slow)]
+BACKENDS = [
+    "scripted",
+    pytest.param("local", marks=pytest.mark.slow),
+    pytest.param("vllm", marks=[pytest.mark.slow, pytest.mark.vllm]),
+]
+BackendFactory = Callable[[], ChatBackend]
 
 TOOLS = [
     {
@@ -80,11 +94,46 @@ def local_backend():
     backend.close()
 
 
+@pytest.fixture
+def scripted_factory() -> BackendFactory:
+    return ScriptedBackend
+
+
+@pytest.fixture
+def local_factory(local_backend) -> BackendFactory:
+    return lambda: local_backend  # loading takes seconds: one model per module
+
+
+@pytest.fixture
+async def vllm_factory(vllm_server):
+    from bot.llm.openai_compat import OpenAICompatBackend
+
+    made: list[OpenAICompatBackend] = []
+
+    def make() -> ChatBackend:
+        backend = OpenAICompatBackend(
+            vllm_server.base_url,
+            vllm_server.settings.llm_model,
+            timeout_s=60.0,
+            temperature=0.0,
+            tool_choice="required",
+        )
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.aclose()
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> ChatBackend:
-    if request.param == "scripted":
-        return ScriptedBackend()
-    return request.getfixturevalue(f"{request.param}_backend")
+def backend_factory(request: pytest.FixtureRequest) -> BackendFactory:
+    return request.getfixturevalue(f"{request.param}_factory")
+
+
+@pytest.fixture
+def backend(backend_factory: BackendFactory) -> ChatBackend:
+    return backend_factory()
 
 
 async def drain(stream: AsyncIterator[Event]) -> list[Event]:
@@ -168,3 +217,27 @@ async def test_closing_early_does_not_break_the_next_call(backend: ChatBackend):
     usage = assert_ends_with_one_usage(events)
     assert any(isinstance(e, TextDelta) for e in events)
     assert usage.completion_tokens >= 1
+
+
+async def test_tool_result_in_history_gets_a_text_answer(backend: ChatBackend):
+    messages = [
+        {"role": "system", "content": "You are the assistant of an online shop."},
+        {"role": "user", "content": "What is the status of my order #W2378156?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_order_status", "arguments": '{"order_id": "#W2378156"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped", "eta": "2026-11-24"}'},
+    ]
+    events = await drain(backend.stream(messages, tools=TOOLS, max_tokens=24))
+    usage = assert_ends_with_one_usage(events)
+    assert not [e for e in events if isinstance(e, ToolCall)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
+    assert usage.finish_reason in ("stop", "length")

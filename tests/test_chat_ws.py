@@ -1,6 +1,7 @@
 """The shopper door: sessions, the WebSocket protocol, and bad input that must not hurt the server."""
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -189,3 +190,28 @@ def test_conversation_survives_a_server_restart(settings):
     assert [m["text"] for m in history["messages"]][:1] == ["where is #W2611340?"]
     assert len(history["messages"]) == 4
     assert any("#W2611340" in (m.get("content") or "") for m in second.calls[-1]["messages"])
+
+
+def test_disconnect_mid_stream_aborts_the_model_and_keeps_the_message(client, backend, store_db):
+    from sqlmodel import Session, select
+
+    from commerce.models import Message
+
+    backend.delay_s = 0.05
+    backend.push({"action": "answer"}, "word " * 400)  # a long reply, streamed slowly
+    token = session(client)["token"]
+    with client.websocket_connect(f"/ws/chat?token={token}") as ws:
+        ws.receive_json()
+        ws.send_text(json.dumps({"type": "message", "text": "tell me a long story"}))
+        seen = 0
+        while seen < 3:
+            seen += ws.receive_json()["type"] == "token"
+    # The shopper is gone: the model stream is closed, not run to its end for nobody.
+    for _ in range(100):
+        if backend.aborted:
+            break
+        time.sleep(0.05)
+    assert backend.aborted == 1
+    with Session(store_db) as db:
+        rows = db.exec(select(Message.role, Message.content)).all()
+    assert ("user", "tell me a long story") in [tuple(r) for r in rows]

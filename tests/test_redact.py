@@ -16,6 +16,8 @@ def test_redact_masks_pii_and_keeps_ids():
 def test_every_log_record_is_redacted(caplog):
     install_log_redaction()
     with caplog.at_level(logging.INFO):
-        logging.getLogger("uvicorn.error").info("shopper %s paid with %s", "bo@example.org", "5500-0000-0000-0004")
+        logging.getLogger("bot.agent").info(
+            "shopper %s paid with %s", "bo@example.org", "5500-0000-0000-0004"
+        )
     assert "bo@example.org" not in caplog.text and "5500" not in caplog.text
     assert "[email]" in caplog.text and "[card]" in caplog.text

@@ -11,6 +11,16 @@ request goes to the one that failed longest ago, so recovery needs no operator.
 
 Closing the stream early (the shopper left, the task was cancelled) closes the HTTP response at
 once: the server sees the disconnect and aborts the generation instead of finishing it for nobody.
+
+`tool_choice` (constructor default, or per call; an extra keyword of this backend only, outside the
+ChatBackend protocol) is sent as is: "auto" (the default), "required", "none" or a named tool
+`{"type": "function", "function": {"name": ...}}`. A small model never calls a tool by itself under
+"auto"; "required" makes vLLM constrain the output to a tool call (grammar-enforced), which is how
+the local backend behaves with tools. Two cases relax a *default* of "required" to "auto" (a
+per-call choice is always sent unchanged): the last message is a tool result (the model answers now,
+as the local backend does, instead of calling tools forever), and a `response_schema` comes with the
+tools (vLLM then constrains to "a tool call or JSON valid under the schema"; with "required" it
+would drop the schema).
 """
 
 import asyncio
@@ -153,6 +163,7 @@ class OpenAICompatBackend:
         cooldown_s: float = 2.0,
         max_cooldown_s: float = 30.0,
         probe_timeout_s: float | None = None,
+        tool_choice: str | dict[str, Any] = "auto",
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
@@ -162,6 +173,7 @@ class OpenAICompatBackend:
         self.first_token_timeout_s = first_token_timeout_s if first_token_timeout_s is not None else timeout_s
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.tool_choice = tool_choice
         self.probe_timeout_s = probe_timeout_s if probe_timeout_s is not None else min(timeout_s, 2.0)
         self.tracker = HealthTracker(self.base_urls, cooldown_s=cooldown_s, max_cooldown_s=max_cooldown_s)
         self._client = httpx.AsyncClient(
@@ -192,8 +204,9 @@ class OpenAICompatBackend:
         tools: list[ToolSpec] | None = None,
         response_schema: dict[str, Any] | None = None,
         max_tokens: int | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncIterator[Event]:
-        body = self._request_body(messages, tools, response_schema, max_tokens)
+        body = self._request_body(messages, tools, response_schema, max_tokens, tool_choice)
         loop = asyncio.get_running_loop()
         started = loop.time()
         first_deadline = started + self.first_token_timeout_s
@@ -317,6 +330,7 @@ class OpenAICompatBackend:
         tools: list[ToolSpec] | None,
         response_schema: dict[str, Any] | None,
         max_tokens: int | None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -328,7 +342,12 @@ class OpenAICompatBackend:
         }
         if tools:
             body["tools"] = _strict_tools(tools)
-            body["tool_choice"] = "auto"
+            if tool_choice is None:
+                tool_choice = self.tool_choice
+                answering = bool(messages) and messages[-1].get("role") == "tool"
+                if tool_choice == "required" and (answering or response_schema is not None):
+                    tool_choice = "auto"
+            body["tool_choice"] = tool_choice
         if response_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",

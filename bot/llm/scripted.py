@@ -55,6 +55,7 @@ class ScriptedBackend:
         self._queue: deque[ScriptItem] = deque() if script is None or callable(script) else deque(script)
         self.delay_s = delay_s
         self.calls: list[dict[str, Any]] = []  # what the agent asked, for assertions
+        self.aborted = 0  # streams the consumer closed before the end (a shopper who left)
 
     def push(self, *items: ScriptItem) -> None:
         self._queue.extend(items)
@@ -81,19 +82,25 @@ class ScriptedBackend:
         item = self._next(messages, tools, response_schema)
         produced = 0
         truncated = False
-        if isinstance(item, ToolCall):
-            produced = 1
-            yield item
-        else:
-            text = json.dumps(item) if isinstance(item, dict) else str(item)
-            for piece in re.findall(r"\S+\s*|\s+", text):
-                if max_tokens is not None and produced >= max_tokens:
-                    truncated = True
-                    break
-                if self.delay_s:
-                    await asyncio.sleep(self.delay_s)
-                produced += 1
-                yield TextDelta(piece)
+        finished = False
+        try:
+            if isinstance(item, ToolCall):
+                produced = 1
+                yield item
+            else:
+                text = json.dumps(item) if isinstance(item, dict) else str(item)
+                for piece in re.findall(r"\S+\s*|\s+", text):
+                    if max_tokens is not None and produced >= max_tokens:
+                        truncated = True
+                        break
+                    if self.delay_s:
+                        await asyncio.sleep(self.delay_s)
+                    produced += 1
+                    yield TextDelta(piece)
+            finished = True
+        finally:
+            if not finished:
+                self.aborted += 1
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         yield Usage(
             prompt_tokens=prompt_tokens,
