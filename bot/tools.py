@@ -266,6 +266,11 @@ def _owned_order(ctx: ToolContext, order_id: str):  # type: ignore[no-untyped-de
     return order, ""
 
 
+def not_found(order_id: str, why: str) -> ToolResult:
+    """The same words whether the order does not exist or is someone else's; the audit knows which."""
+    return ToolResult(outcome="refused", text=NOT_FOUND.format(order_id=order_id), audit={"reason": why})
+
+
 def order_fact(view: dict[str, Any]) -> str:
     """One factual paragraph about an order, every value straight from the store."""
     parts = [f"Order {view['id']} is {view['status']}."]
@@ -298,9 +303,7 @@ def order_card(view: dict[str, Any]) -> dict[str, Any]:
 async def order_status(args: OrderArgs, ctx: ToolContext) -> ToolResult:
     order, why = _owned_order(ctx, args.order_id)
     if order is None:
-        return ToolResult(
-            outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
-        )
+        return not_found(args.order_id, why)
     view = orders.order_view(ctx.db, order)
     return ToolResult(
         outcome="ok",
@@ -339,9 +342,7 @@ async def list_my_orders(args: NoArgs, ctx: ToolContext) -> ToolResult:
 async def propose_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
     order, why = _owned_order(ctx, args.order_id)
     if order is None:
-        return ToolResult(
-            outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
-        )
+        return not_found(args.order_id, why)
     view = orders.order_view(ctx.db, order)
     if order.status != "pending":
         return ToolResult(
@@ -372,9 +373,7 @@ async def propose_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
 async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
     order, why = _owned_order(ctx, args.order_id)
     if order is None:
-        return ToolResult(
-            outcome="refused", text=NOT_FOUND.format(order_id=args.order_id), audit={"reason": why}
-        )
+        return not_found(args.order_id, why)
     try:
         order = orders.cancel_order(ctx.db, order.id, args.reason)
     except orders.OrderNotCancellable as exc:

@@ -319,21 +319,21 @@ def wait_ready(base_url: str, timeout: float = 300.0, *, process: subprocess.Pop
 
 
 def stop_vllm(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM the server's process group, SIGKILL it when it lingers."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+    """Stop the server: SIGTERM to its process group, SIGKILL when it lingers.
+
+    Also reaps what is left of the group when the API server itself is already dead (killed by a
+    test, crashed): its engine-core and worker children would otherwise keep their memory.
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            break
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
-            continue
-    # the engine-core child may outlive the API server briefly: reap the rest of the group
-    with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
 
 
