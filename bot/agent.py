@@ -169,6 +169,10 @@ class Agent:
             return
         if answer is False:
             turn.steps.append({"type": "confirmation", "answer": False})
+            if len(text.split()) > 3:  # "no thanks, but where is my order #W...?": answer the rest too
+                async for event in self._plan_and_act(conv, text, turn, preface=DECLINED_TEXT + " "):
+                    yield event
+                return
             async for event in self._say(DECLINED_TEXT, turn):
                 yield event
             return

@@ -40,11 +40,14 @@ def install_log_redaction() -> None:
 
     def redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
-        try:
-            record.msg = redact(record.getMessage())
-            record.args = None
-        except Exception:  # a malformed format string must not make logging itself fail
-            pass
+        # Redact the template and each argument in place: formatters that read `record.args`
+        # (uvicorn's access log unpacks them) keep working.
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         return record
 
     logging.setLogRecordFactory(redacting_factory)

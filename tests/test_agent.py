@@ -311,6 +311,20 @@ async def test_backend_failure_keeps_the_message_and_offers_handoff(store_db, se
         assert db.get(Conversation, conv).state == "waiting"
 
 
+async def test_no_with_a_new_request_declines_and_answers_the_request(store_db, settings):
+    backend = ScriptedBackend(
+        [{"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}]
+    )
+    agent = Agent(backend, store_db, settings.model_copy(update={"llm_answer_style": "facts"}))
+    conv = new_conversation(store_db, AARAV)
+    await turn(agent, conv, "cancel #W9300146")
+    backend.push({"action": "order_status", "order_id": "#W3220203"})
+    events = await turn(agent, conv, "no, keep it. Where is #W3220203 though?")
+    text = final(events)["text"]
+    assert text.startswith("Okay, I haven't changed anything.") and "#W3220203 is processed" in text
+    assert order_status(store_db, "#W9300146") == "pending"
+
+
 async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
     native = settings.model_copy(update={"llm_native_tools": True})
     backend = ScriptedBackend(

@@ -21,3 +21,13 @@ def test_every_log_record_is_redacted(caplog):
         )
     assert "bo@example.org" not in caplog.text and "5500" not in caplog.text
     assert "[email]" in caplog.text and "[card]" in caplog.text
+
+
+def test_formatters_that_read_args_keep_working(caplog):
+    install_log_redaction()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("bot.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/q?e=a@b.co", "1.1", 200
+        )
+    record = caplog.records[-1]
+    assert isinstance(record.args, tuple) and record.args[2] == "/q?e=[email]" and record.args[4] == 200

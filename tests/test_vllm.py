@@ -478,3 +478,99 @@ async def test_vllm_killed_mid_stream_then_restarted_recovers(fault_server: Faul
         assert any(isinstance(e, TextDelta) for e in events) and isinstance(events[-1], Usage)
     finally:
         await backend.aclose()
+
+
+# ---- the shopper's side: the whole product on a real vLLM -----------------------------------------
+
+
+def _shopper_app(store_db, backend: OpenAICompatBackend, **overrides):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from server import create_app
+    from shopdesk.settings import Settings
+
+    settings = Settings(
+        llm_backend="openai_compat",
+        llm_base_urls=[backend.tracker.snapshot().popitem()[0]] if backend.tracker.snapshot() else [],
+        database_url=str(store_db.url),
+        **overrides,
+    )
+    return TestClient(create_app(settings, backend=backend))
+
+
+def _turn(ws, text: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    ws.send_text(json.dumps({"type": "message", "text": text}))
+    events = []
+    while True:
+        events.append(ws.receive_json())
+        if events[-1]["type"] == "done":
+            return events
+
+
+def _session(client, customer_id: str = "james_li_5688") -> str:  # type: ignore[no-untyped-def]
+    return client.post("/api/session", json={"customer_id": customer_id}).json()["token"]
+
+
+def test_order_status_through_the_websocket_on_vllm(store_db, vllm_server: VllmServer):
+    backend = OpenAICompatBackend(vllm_server.base_url, vllm_server.settings.llm_model, timeout_s=60)
+    with (
+        _shopper_app(store_db, backend) as client,
+        client.websocket_connect(f"/ws/chat?token={_session(client)}") as ws,
+    ):
+        ws.receive_json()
+        events = _turn(ws, "Where is my order #W2611340?")
+    kinds = [e["type"] for e in events]
+    assert "error" not in kinds, events
+    card = next(e for e in events if e["type"] == "card")["card"]
+    assert card["id"] == "#W2611340" and card["status"] == "processed"
+    assert card["shipments"][0]["tracking_id"] == "357962501027"
+    assert kinds.count("token") > 3 and kinds[-2:] == ["message", "done"]
+    assert "processed" in events[-2]["text"]
+
+
+def test_shopper_faults_keep_the_message_offer_a_person_and_recover(store_db, fault_server: FaultServer):
+    from sqlmodel import Session, select
+
+    from commerce.models import Message
+
+    fault_server.stop()  # vLLM is not up when shopdesk starts
+    backend = fault_backend(fault_server)
+    with _shopper_app(store_db, backend, llm_answer_style="model", llm_max_tokens=400) as client:
+        token = _session(client)
+        with client.websocket_connect(f"/ws/chat?token={token}") as ws:
+            ws.receive_json()
+            events = _turn(ws, "Where is my order #W2611340?")
+            error = next(e for e in events if e["type"] == "error")
+            assert error["code"] == "llm_unavailable" and error["handoff_offer"] is True
+            assert next(e for e in events if e["type"] == "confirm")["action"] == "handoff"
+            # other chats are still served while the model is down
+            other = _session(client, "aarav_anderson_8794")
+            with client.websocket_connect(f"/ws/chat?token={other}") as ws2:
+                assert ws2.receive_json()["type"] == "ready"
+                ws2.send_text(json.dumps({"type": "ping"}))
+                assert ws2.receive_json() == {"type": "pong"}
+
+            fault_server.start()  # vLLM comes back: the same shopdesk process recovers by itself
+            assert "haven't changed" in _turn(ws, "no")[-2]["text"]  # declines the offer, no model needed
+            events = _turn(ws, "Where is my order #W2611340?")
+            assert "error" not in [e["type"] for e in events], events
+            assert next(e for e in events if e["type"] == "card")["card"]["status"] == "processed"
+
+            # killed mid-stream: the shopper gets the clear message, the socket stays open
+            ws.send_text(
+                json.dumps({"type": "message", "text": "Please describe the order #W2611340 at length."})
+            )
+            kinds: list[str] = []
+            while True:
+                event = ws.receive_json()
+                kinds.append(event["type"])
+                if event["type"] == "token" and kinds.count("token") == 3 and fault_server.up:
+                    fault_server.kill()
+                if event["type"] == "done":
+                    break
+            assert "error" in kinds
+        with Session(store_db) as db:
+            said = [m.content for m in db.exec(select(Message).where(Message.role == "user")).all()]
+        assert "Where is my order #W2611340?" in said
+        assert "Please describe the order #W2611340 at length." in said
+    fault_server.stop()

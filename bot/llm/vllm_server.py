@@ -266,7 +266,19 @@ def start_vllm(settings: Settings, port: int, *, model_dir: Path | None = None) 
             env=env,
             cwd=str(Path(settings.var_dir)),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL, so a
+    crashed shopdesk or test run never leaves a vLLM holding the CPU and the port."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def find_free_port(start: int = 18001, host: str = "127.0.0.1") -> int:
