@@ -2,14 +2,18 @@
 WebSocket, and the same backend calls replayed directly (equal model work) as the baseline."""
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 import websockets
 
@@ -115,3 +119,30 @@ def bench_store(tmp: Path, **overrides: Any) -> Settings:
         seed_store(engine, settings)
     engine.dispose()
     return settings.model_copy(update={"local_model_dir": Settings().model_dir})
+
+
+def start_server_process(settings: Settings) -> tuple[subprocess.Popen, str]:
+    """shopdesk as production runs it: its own process (no GIL shared with the benchmark's client)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHOPDESK_DATABASE_URL": settings.db_url,
+        "SHOPDESK_VAR_DIR": str(settings.var_dir),
+        "SHOPDESK_LLM_BACKEND": settings.llm_backend,
+        "SHOPDESK_LLM_BASE_URLS": json.dumps(settings.llm_base_urls),
+        "SHOPDESK_LLM_ANSWER_STYLE": settings.llm_answer_style,
+        "SHOPDESK_LLM_MAX_TOKENS": str(settings.llm_max_tokens),
+    }
+    command = [sys.executable, "-m", "uvicorn", "--factory", "server:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("shopdesk did not start")

@@ -85,27 +85,13 @@ class Agent:
         """Handle one shopper message; yields protocol events and always ends with `done`."""
         started = time.perf_counter()
         turn = _Turn(started)
-        with session_scope(self.engine) as db:
-            conv = db.get(Conversation, conversation_id)
-            if conv is None:
-                raise TurnError(f"unknown conversation {conversation_id}")
-            if (
-                client_id
-                and db.exec(
-                    select(MessageRow).where(
-                        MessageRow.conversation_id == conversation_id, MessageRow.client_id == client_id
-                    )
-                ).first()
-            ):
-                yield {"type": "done", "duplicate": True, "client_id": client_id}
-                return
-            user_row = MessageRow(
-                conversation_id=conversation_id, role="user", content=text, client_id=client_id
-            )
-            db.add(user_row)
-            conv.updated_at = utcnow()
-            db.add(conv)
-        yield {"type": "ack", "message_id": user_row.id, "client_id": client_id}
+        # Short synchronous blocks on purpose: threads cost more here (GIL hand-offs) than they save.
+        stored = self._store_user_message(conversation_id, text, client_id)
+        if stored is None:
+            yield {"type": "done", "duplicate": True, "client_id": client_id}
+            return
+        conv, message_id = stored
+        yield {"type": "ack", "message_id": message_id, "client_id": client_id}
 
         if conv.state in ("waiting", "agent"):
             yield {"type": "handoff", "state": conv.state, "text": "A member of our team will reply here."}
@@ -195,13 +181,10 @@ class Agent:
     async def _plan_and_act(
         self, conv: Conversation, text: str, turn: "_Turn", preface: str = ""
     ) -> AsyncIterator[Event]:
-        with session_scope(self.engine) as db:
-            history = self._history(db, conv.id)
-            user_texts = self._user_texts(db, conv.id)
-            identity = self._identity_line(db, conv)
+        history, user_texts, identity = self._load_context(conv)
         turn.user_sources = user_texts
         if self.settings.llm_native_tools:
-            async for event in self._native(conv, history, turn, preface):
+            async for event in self._native(conv, history, user_texts, turn, preface):
                 yield event
             return
 
@@ -218,7 +201,7 @@ class Agent:
                 yield event
             return
         args = {k: v for k, v in decision.items() if k != "action"}
-        result = await self._run_tool(conv.id, action, args)
+        result = await self._run_tool(conv.id, action, args, user_texts)
         async for event in self._emit_result(action, result, turn, history=history, preface=preface):
             yield event
 
@@ -295,7 +278,7 @@ class Agent:
         return {"anyOf": branches}, actions, examples
 
     async def _native(
-        self, conv: Conversation, history: list[Message], turn: "_Turn", preface: str
+        self, conv: Conversation, history: list[Message], user_texts: list[str], turn: "_Turn", preface: str
     ) -> AsyncIterator[Event]:
         """Capable models call tools themselves; each call still goes through the registry."""
         messages = [self._system(), *history]
@@ -329,7 +312,7 @@ class Agent:
                 }
             )
             for i, call in enumerate(calls):
-                result = await self._run_tool(conv.id, call.name, call.arguments)
+                result = await self._run_tool(conv.id, call.name, call.arguments, user_texts)
                 turn.sources.append(result.text)
                 if result.outcome != "ok" or result.proposal or result.handoff_reason:
                     async for event in self._emit_result(call.name, result, turn, preface=preface):
@@ -347,12 +330,14 @@ class Agent:
         async for event in self._say(SAFE_FALLBACK, turn):
             yield event
 
-    async def _run_tool(self, conversation_id: str, name: str, args: dict[str, Any]) -> ToolResult:
+    async def _run_tool(
+        self, conversation_id: str, name: str, args: dict[str, Any], user_texts: list[str]
+    ) -> ToolResult:
         t0 = time.perf_counter()
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conversation_id)
             assert conv is not None
-            ctx = ToolContext(db, conv, self._user_texts(db, conversation_id))
+            ctx = ToolContext(db, conv, user_texts)
             try:
                 result = await self.tools.call(name, args, ctx)
             except Exception:  # a tool bug must not kill the chat
@@ -462,6 +447,35 @@ class Agent:
 
     # ---- persistence and context ----------------------------------------------------------------
 
+    def _store_user_message(
+        self, conversation_id: str, text: str, client_id: str | None
+    ) -> tuple[Conversation, int | None] | None:
+        """Keep the shopper's message before anything can fail; None when this client id was seen."""
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            if conv is None:
+                raise TurnError(f"unknown conversation {conversation_id}")
+            if (
+                client_id
+                and db.exec(
+                    select(MessageRow.id).where(
+                        MessageRow.conversation_id == conversation_id, MessageRow.client_id == client_id
+                    )
+                ).first()
+            ):
+                return None
+            row = MessageRow(conversation_id=conversation_id, role="user", content=text, client_id=client_id)
+            db.add(row)
+            conv.updated_at = utcnow()
+            db.add(conv)
+            db.flush()
+            return conv, row.id
+
+    def _load_context(self, conv: Conversation) -> tuple[list[Message], list[str], str]:
+        with session_scope(self.engine) as db:
+            history, user_texts = self._context(db, conv.id)
+            return history, user_texts, self._identity_line(db, conv)
+
     def _save_reply(self, conversation_id: str, turn: "_Turn") -> int | None:
         with session_scope(self.engine) as db:
             row = MessageRow(
@@ -511,28 +525,25 @@ class Agent:
     def _system(self) -> Message:
         return {"role": "system", "content": self.prompts.render("system", store_name=self.store_name)}
 
-    def _history(self, db: Any, conversation_id: str) -> list[Message]:
+    def _context(self, db: Any, conversation_id: str) -> tuple[list[Message], list[str]]:
+        """The recent messages the model sees, and everything the shopper wrote (arguments must be
+        backed by it), from one query."""
         rows = db.exec(
-            select(MessageRow)
-            .where(
-                MessageRow.conversation_id == conversation_id,
-                col(MessageRow.role).in_(["user", "assistant", "agent"]),
-            )
-            .order_by(col(MessageRow.id).desc())
-            .limit(self.settings.max_history_messages)
-        ).all()
-        return [
-            {"role": "user" if r.role == "user" else "assistant", "content": r.content[:2000]}
-            for r in reversed(rows)
-        ]
-
-    def _user_texts(self, db: Any, conversation_id: str) -> list[str]:
-        rows = db.exec(
-            select(MessageRow.content)
-            .where(MessageRow.conversation_id == conversation_id, MessageRow.role == "user")
+            select(MessageRow.role, MessageRow.content)
+            .where(MessageRow.conversation_id == conversation_id)
             .order_by(col(MessageRow.id))
         ).all()
-        return list(rows)
+        chat = [r for r in rows if r[0] in ("user", "assistant", "agent")][
+            -self.settings.max_history_messages :
+        ]
+        history: list[Message] = [
+            {"role": "user" if role == "user" else "assistant", "content": content[:2000]}
+            for role, content in chat
+        ]
+        return history, [content for role, content in rows if role == "user"]
+
+    def _user_texts(self, db: Any, conversation_id: str) -> list[str]:
+        return self._context(db, conversation_id)[1]
 
     def _identity_line(self, db: Any, conv: Conversation) -> str:
         if conv.customer_id is None:

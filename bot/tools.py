@@ -7,6 +7,7 @@ only after the shopper confirms (`execute`).
 """
 
 import copy
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ class ToolResult(BaseModel):
 Handler = Callable[[Any, ToolContext], Awaitable[ToolResult]]
 
 
+@functools.cache
+def args_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A tool's argument schema, built once (pydantic rebuilds it on every call otherwise)."""
+    return model.model_json_schema()
+
+
 @dataclass
 class Tool:
     name: str
@@ -72,7 +79,7 @@ class Tool:
 
     def parameters(self) -> dict[str, Any]:
         """Strict JSON schema of the arguments: every property listed, nothing extra ($defs kept)."""
-        schema = self.args_model.model_json_schema()
+        schema = args_schema(self.args_model)
         props = {
             k: {kk: vv for kk, vv in v.items() if kk not in ("title", "slot")}
             for k, v in schema.get("properties", {}).items()
@@ -104,10 +111,9 @@ class Tool:
 
     def decision_branches(self, backing: dict[str, list[str]]) -> list[dict[str, Any]]:
         """Grammar branches for this tool in which every slot argument is one the shopper wrote."""
-        fields = self.args_model.model_json_schema().get("properties", {})
-        sets = self.arg_sets or [
-            [n for n in fields if n in self.args_model.model_json_schema().get("required", [])]
-        ]
+        schema = args_schema(self.args_model)
+        fields = schema.get("properties", {})
+        sets = self.arg_sets or [[n for n in fields if n in schema.get("required", [])]]
         branches = []
         for required in sets:
             props: dict[str, Any] = {"action": {"const": self.name}}
