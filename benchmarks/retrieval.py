@@ -12,7 +12,7 @@ The query-embedding cache is off (every query is embedded), so "hybrid" excludes
 Corpus: the store's policy pages plus synthetic product pages (made by the real `product_page`)
 up to the size. Embedding 100k chunks on 2 shared cores takes ~30 min, so by default only
 --unique chunks are embedded for real (that is the measured build rate); the vectors of bigger sizes
-are those, tiled with Gaussian noise (cosine ~0.93 to their source) and re-normalised. BM25 always
+are those plus blends of two of them with a little noise (see `tile`), re-normalised. BM25 always
 indexes every chunk's real text. The output says which sizes used tiled vectors; --embed-all embeds
 everything instead.
 
@@ -44,7 +44,7 @@ import faiss  # noqa: E402
 
 from commerce.models import Product, Variant  # noqa: E402
 from retrieval.embed import Embedder  # noqa: E402
-from retrieval.index import HNSW_THRESHOLD, KnowledgeIndex  # noqa: E402
+from retrieval.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, HNSW_THRESHOLD, KnowledgeIndex  # noqa: E402
 from retrieval.ingest import (  # noqa: E402
     Chunk,
     Document,
@@ -259,13 +259,23 @@ def pct(values: list[float], p: float) -> float:
     return vs[min(len(vs) - 1, max(0, round(p / 100 * (len(vs) - 1))))]
 
 
-def tile(unique: np.ndarray, n: int, seed: int = 3, sigma: float = 0.02) -> np.ndarray:
+def tile(unique: np.ndarray, n: int, seed: int = 3) -> np.ndarray:
+    """n unit vectors: the real ones, then blends of two random real ones plus a little noise.
+
+    Plain noisy copies would make clusters of near-duplicates (each real vector x100 at 100k), a
+    pathological case for HNSW that real pages do not have; blends spread over the same region of
+    the sphere as the real embeddings, with no two alike."""
     rng = np.random.default_rng(seed)
-    reps = -(-n // len(unique))
-    out = np.tile(unique, (reps, 1))[:n].copy()
-    out[len(unique) :] += rng.normal(0, sigma, size=(n - len(unique), unique.shape[1])).astype(np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
+    extra = n - len(unique)
+    if extra <= 0:
+        return unique[:n].copy()
+    i = rng.integers(0, len(unique), extra)
+    j = rng.integers(0, len(unique), extra)
+    w = rng.uniform(0.5, 1.0, size=(extra, 1)).astype(np.float32)
+    blend = w * unique[i] + (1 - w) * unique[j]
+    blend += rng.normal(0, 0.01, size=blend.shape).astype(np.float32)
+    blend /= np.linalg.norm(blend, axis=1, keepdims=True)
+    return np.vstack([unique, blend]).astype(np.float32)
 
 
 def dir_bytes(path: Path) -> int:
@@ -288,10 +298,11 @@ def measure_size(n: int, vectors_file: Path, n_queries: int, embed_all: bool) ->
     gc.collect()
     rss0 = rss_mb()
     t = time.perf_counter()
-    index = KnowledgeIndex(embedder.model_id, embedder.dim, index_type="flat")
+    index = KnowledgeIndex(embedder.model_id, embedder.dim)  # "auto": flat, or HNSW from HNSW_THRESHOLD
     index.add_chunks(chunks, vecs)
     index._ensure_bm25()
     build_s = time.perf_counter() - t
+    dense_kind = index.stats().index_type
     del chunks
     gc.collect()
     rss1 = rss_mb()
@@ -303,10 +314,10 @@ def measure_size(n: int, vectors_file: Path, n_queries: int, embed_all: bool) ->
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # building the graph is a batch job
     t = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(embedder.dim, 32, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 80
+    hnsw = faiss.IndexHNSWFlat(embedder.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     hnsw.add(vecs)
-    hnsw.hnsw.efSearch = 96
+    hnsw.hnsw.efSearch = HNSW_EF_SEARCH
     hnsw_build_s = time.perf_counter() - t
     faiss.omp_set_num_threads(1)
     flat = faiss.IndexFlatIP(embedder.dim)
@@ -315,6 +326,7 @@ def measure_size(n: int, vectors_file: Path, n_queries: int, embed_all: bool) ->
     kinds = ("hybrid", "dense", "bm25", "faiss-flat", "faiss-hnsw", "embed")
     timings: dict[str, list[float]] = {k: [] for k in kinds}
     recall_hits = 0
+    score_loss: list[float] = []
     for rep in range(2):
         for i, q in enumerate(qs):
             qq = q if rep == 0 else q + " ?"  # a new string: no cache anywhere
@@ -332,16 +344,19 @@ def measure_size(n: int, vectors_file: Path, n_queries: int, embed_all: bool) ->
                     embedder.encode_query(qq)
                 timings[what].append((time.perf_counter() - s) * 1000)
             if rep == 0:
-                _, f_ids = flat.search(qvecs[i : i + 1], 10)
-                _, h_ids = hnsw.search(qvecs[i : i + 1], 10)
+                f_scores, f_ids = flat.search(qvecs[i : i + 1], 10)
+                h_scores, h_ids = hnsw.search(qvecs[i : i + 1], 10)
                 recall_hits += len(set(f_ids[0]) & set(h_ids[0]))
+                score_loss.append(1.0 - float(h_scores[0].sum()) / float(f_scores[0].sum()))
     bm25_bytes = sum(getattr(a, "nbytes", 0) for a in index._bm25.scores.values())
     return {
         "chunks": n,
         "tiled_vectors": tiled,
         "build_s_without_embedding": round(build_s, 2),
         "hnsw_build_s": round(hnsw_build_s, 2),
+        "dense_index": dense_kind,
         "hnsw_recall@10_vs_flat": round(recall_hits / (10 * len(qs)), 4),
+        "hnsw_top10_score_loss": round(statistics.mean(score_loss), 5),
         "latency_ms": {
             k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3)}
             for k, v in timings.items()
@@ -359,7 +374,7 @@ def measure_size(n: int, vectors_file: Path, n_queries: int, embed_all: bool) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000")
-    ap.add_argument("--unique", type=int, default=2000, help="chunks embedded for real (the build rate)")
+    ap.add_argument("--unique", type=int, default=1000, help="chunks embedded for real (the build rate)")
     ap.add_argument("--embed-all", action="store_true", help="embed every chunk of every size (slow)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON object")
@@ -387,14 +402,20 @@ def main() -> None:
     probe._ensure_bm25()
     index_s = time.perf_counter() - t1
     total_s = chunk_s + embed_s + index_s
+    tokens = statistics.mean(
+        len(ids)
+        for ids in embedder.tokenizer([c.index_text() for c in unique_chunks], truncation=True)["input_ids"]
+    )
     build = {
         "chunks": len(unique_chunks),
+        "mean_tokens_per_chunk": round(tokens, 1),
         "embed_chunks_per_s": round(len(unique_chunks) / embed_s, 1),
         "faiss_bm25_chunks_per_s": round(len(unique_chunks) / index_s, 1),
         "end_to_end_chunks_per_s": round(len(unique_chunks) / total_s, 1),
     }
     print(
-        f"\nindex build, {len(unique_chunks):,} real chunks: {build['end_to_end_chunks_per_s']:.0f} chunks/s end to end "
+        f"\nindex build, {len(unique_chunks):,} real chunks ({tokens:.0f} tokens on average): "
+        f"{build['end_to_end_chunks_per_s']:.0f} chunks/s end to end "
         f"(chunking {chunk_s:.1f} s, embedding {embed_s:.1f} s = {build['embed_chunks_per_s']:.0f} chunks/s, "
         f"FAISS + BM25 {index_s:.2f} s = {build['faiss_bm25_chunks_per_s']:,.0f} chunks/s)"
     )
@@ -412,8 +433,10 @@ def main() -> None:
         r = json.loads(out.strip().splitlines()[-1])
         results["sizes"][n] = r
         mem = r["memory_per_chunk_bytes"]
-        note = " (vectors: the real ones tiled with noise)" if r["tiled_vectors"] else " (real vectors)"
-        block = [f"-- {n:,} chunks{note}, load average {r['load_avg']:.1f}"]
+        note = " (vectors: real ones + blends of two real ones)" if r["tiled_vectors"] else " (real vectors)"
+        block = [
+            f"-- {n:,} chunks{note}; hybrid/dense use a {r['dense_index']} index; load average {r['load_avg']:.1f}"
+        ]
         block += [
             f"{n:>8}  {what:<11} {st['p50']:>8.2f} {st['p99']:>8.2f}" for what, st in r["latency_ms"].items()
         ]
@@ -421,7 +444,7 @@ def main() -> None:
             f"{'':>8}  memory/chunk: {mem['process_rss_growth']:,} B process RSS growth, {mem['on_disk']:,} B on disk "
             f"(vector {mem['vector']} B, BM25 matrix {mem['bm25_matrix']} B); FAISS+BM25 build "
             f"{r['build_s_without_embedding']:.1f} s; HNSW build {r['hnsw_build_s']:.1f} s, "
-            f"recall@10 vs flat {r['hnsw_recall@10_vs_flat']:.3f}"
+            f"recall@10 vs flat {r['hnsw_recall@10_vs_flat']:.3f} (top-10 score sum {100 * r['hnsw_top10_score_loss']:.2f} % lower)"
         )
         rows += block
         print(f"\n{header}\n" + "\n".join(block), flush=True)

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -69,6 +69,8 @@ class Agent:
         tools: ToolRegistry | None = None,
         prompts: PromptStore | None = None,
         store_name: str = "Shopdesk Demo Store",
+        retriever: Callable[[], Any] | None = None,
+        router: Callable[[], Any] | None = None,
     ):
         self.backend = backend
         self.engine = engine
@@ -76,6 +78,17 @@ class Agent:
         self.tools = tools or default_tools()
         self.prompts = prompts or PromptStore()
         self.store_name = store_name
+        # Opens the store's retriever on first use (building an index can take seconds).
+        self.retriever = retriever
+        # bot.router.IntentRouter factory: orders the small model's choices (None: tool order).
+        self._router_factory = router
+        self._router: Any = None
+
+    @property
+    def router(self) -> Any:
+        if self._router is None and self._router_factory is not None:
+            self._router = self._router_factory()
+        return self._router
 
     # ---- public ---------------------------------------------------------------------------------
 
@@ -167,7 +180,7 @@ class Agent:
         t0 = time.perf_counter()
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
-            ctx = ToolContext(db, conv, self._user_texts(db, conv.id))
+            ctx = ToolContext(db, conv, self._user_texts(db, conv.id), retriever=self.retriever)
             # The proposal was made for one customer; it never runs for another.
             if pending.get("customer_id") != conv.customer_id:
                 result = ToolResult(outcome="refused", text="That action is no longer valid.")
@@ -250,6 +263,12 @@ class Agent:
         examples: list[str] = []
         offered = [t for t in self.tools.available(conv) if t.requested_in(text)]
         offered.sort(key=lambda t: t.triggers is None)
+        free_answer = True
+        if self.router is not None:
+            ranked = self.router.rank(text, [t.name for t in offered] + ["answer"])
+            by_name = {t.name: t for t in offered}
+            offered = [by_name[name] for name in ranked if name in by_name]
+            free_answer = "answer" in ranked  # small talk: only when the router finds it plausible
         for tool in offered:
             tool_branches = tool.decision_branches(backing)
             if tool_branches:
@@ -266,15 +285,17 @@ class Agent:
                 "additionalProperties": False,
             }
         )
-        branches.append(
-            {
-                "type": "object",
-                "properties": {"action": {"const": "answer"}},
-                "required": ["action"],
-                "additionalProperties": False,
-            }
-        )
-        actions += ["ask: ask the shopper for missing information", "answer: reply without any action"]
+        actions.append("ask: ask the shopper for missing information")
+        if free_answer or len(branches) == 1:
+            branches.append(
+                {
+                    "type": "object",
+                    "properties": {"action": {"const": "answer"}},
+                    "required": ["action"],
+                    "additionalProperties": False,
+                }
+            )
+            actions.append("answer: reply without any action")
         return {"anyOf": branches}, actions, examples
 
     async def _native(
@@ -318,6 +339,7 @@ class Agent:
                     async for event in self._emit_result(call.name, result, turn, preface=preface):
                         yield event
                     return
+                turn.citations.extend(result.citations)
                 if result.card:
                     turn.cards.append(result.card)
                     yield {"type": "card", "card": result.card}
@@ -337,7 +359,7 @@ class Agent:
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conversation_id)
             assert conv is not None
-            ctx = ToolContext(db, conv, user_texts)
+            ctx = ToolContext(db, conv, user_texts, retriever=self.retriever)
             try:
                 result = await self.tools.call(name, args, ctx)
             except Exception:  # a tool bug must not kill the chat
@@ -362,6 +384,7 @@ class Agent:
     ) -> AsyncIterator[Event]:
         turn.steps.append({"type": "tool", "tool": tool_name, "outcome": result.outcome})
         turn.sources.append(result.text)
+        turn.citations.extend(result.citations)
         if result.card:
             turn.cards.append(result.card)
             yield {"type": "card", "card": result.card}

@@ -28,6 +28,8 @@ class ToolContext:
     db: Session
     conversation: Conversation
     user_texts: list[str]  # everything the shopper wrote in this conversation, oldest first
+    # Opens the store's retriever (retrieval.search.Retriever) on first use; None: not configured.
+    retriever: Callable[[], Any] | None = None
 
     @property
     def customer_id(self) -> str | None:
@@ -42,6 +44,7 @@ class ToolResult(BaseModel):
     proposal: dict[str, Any] | None = None
     handoff_reason: str | None = None
     key_facts: list[str] = Field(default_factory=list)  # what a reply phrased by the model must state
+    citations: list[dict[str, Any]] = Field(default_factory=list)  # documents the reply rests on
     audit: dict[str, Any] = Field(default_factory=dict)  # internal detail for the audit log only
 
 
@@ -69,6 +72,7 @@ class Tool:
     # never cancels or hands off on its own initiative.
     triggers: re.Pattern[str] | None = None
     example: str = ""  # one line of the decision prompt: a shopper message and the JSON it maps to
+    utterances: tuple[str, ...] = ()  # typical shopper messages, for the intent router
 
     def requested_in(self, text: str) -> bool:
         return self.triggers is None or bool(self.triggers.search(text))
@@ -148,6 +152,9 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool:
         return self._tools[name]
+
+    def all(self) -> list[Tool]:
+        return list(self._tools.values())
 
     def specs(self) -> list[dict[str, Any]]:
         """Every tool's strict schema, in a fixed order: the same bytes for every shopper and turn, so a
@@ -257,6 +264,12 @@ class VerifyArgs(BaseModel):
     first_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "name"})
     last_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "name"})
     zip: str | None = Field(default=None, pattern=r"^[0-9]{5}$", json_schema_extra={"slot": "zip"})
+
+
+class SearchArgs(BaseModel):
+    query: str | None = Field(
+        default=None, max_length=500, description="What to look up; the shopper's own question when empty"
+    )
 
 
 class HandoffArgs(BaseModel):
@@ -393,6 +406,38 @@ async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
     )
 
 
+SEARCH_MIN_SCORE = 0.0  # fused scores are rank-based; an empty result is the real "no answer"
+
+
+async def search_knowledge(args: SearchArgs, ctx: ToolContext) -> ToolResult:
+    """The store's policy and product pages: the reply is the best section, cited, never invented."""
+    retriever = ctx.retriever() if ctx.retriever is not None else None
+    if retriever is None:
+        return ToolResult(outcome="error", text="Our help pages are not available right now.")
+    query = (args.query or (ctx.user_texts[-1] if ctx.user_texts else "")).strip()
+    passages = retriever.search(query, k=3)
+    if not passages:
+        return ToolResult(
+            outcome="refused",
+            text="I couldn't find that in our help pages. Would you like me to connect you with a person?",
+            audit={"reason": "no_passage"},
+        )
+    best = passages[0]
+    heading = best.section or best.title
+    body = "\n".join(line for line in best.text.strip().splitlines() if not line.startswith("#")).strip()
+    text = f"From our {best.title} page ({heading}): {body}"
+    citations = [
+        {"source": p.source, "title": p.title, "anchor": p.anchor, "section": p.section or p.title}
+        for p in passages[:1]
+    ]
+    return ToolResult(
+        outcome="ok",
+        text=text,
+        data={"passages": [p.to_dict() for p in passages]},
+        citations=citations,
+    )
+
+
 async def verify_guest(args: VerifyArgs, ctx: ToolContext) -> ToolResult:
     customer = None
     if args.email:
@@ -440,6 +485,12 @@ def default_tools() -> ToolRegistry:
                 needs_identity=False,
                 guest_only=True,
                 arg_sets=[["email"], ["first_name", "last_name", "zip"]],
+                utterances=(
+                    "my email is ann@example.com",
+                    "I'm Ann Lee, zip 10001",
+                    "you can find me with my email",
+                    "my name is John Smith and my zip code is 94110",
+                ),
                 example='"my email is ann@example.com" -> {"action":"verify_guest","email":"ann@example.com"}',
             ),
             Tool(
@@ -447,6 +498,12 @@ def default_tools() -> ToolRegistry:
                 "List the shopper's own orders.",
                 NoArgs,
                 list_my_orders,
+                utterances=(
+                    "what did I order?",
+                    "show me my orders",
+                    "list my recent purchases",
+                    "which orders do I have with you?",
+                ),
                 example='"what did I order?" -> {"action":"list_orders"}',
             ),
             Tool(
@@ -454,6 +511,13 @@ def default_tools() -> ToolRegistry:
                 "Status, items, carrier, tracking and delivery estimate of one of the shopper's orders.",
                 OrderArgs,
                 order_status,
+                utterances=(
+                    "where is my order #W1234567?",
+                    "has my order shipped yet?",
+                    "what's the tracking number for my package",
+                    "when will my order #W7654321 arrive?",
+                    "status of my order please",
+                ),
                 example='"where is my order #W1234567?" -> {"action":"order_status","order_id":"#W1234567"}',
             ),
             Tool(
@@ -462,6 +526,11 @@ def default_tools() -> ToolRegistry:
                 CancelArgs,
                 propose_cancel,
                 execute=execute_cancel,
+                utterances=(
+                    "please cancel my order #W1234567",
+                    "I want to cancel the order, I don't need it anymore",
+                    "cancel it, I ordered by mistake",
+                ),
                 triggers=re.compile(r"\bcancel", re.IGNORECASE),
                 example=(
                     '"please cancel #W7654321, I don\'t need it" -> '
@@ -469,10 +538,36 @@ def default_tools() -> ToolRegistry:
                 ),
             ),
             Tool(
+                "search_knowledge",
+                "Look up the store's policies (returns, shipping, payments, warranty...) and product pages.",
+                SearchArgs,
+                search_knowledge,
+                utterances=(
+                    "how long do I have to return a delivered item?",
+                    "what is your return policy?",
+                    "do you ship with FedEx? how long does delivery take?",
+                    "can I pay with a gift card or PayPal?",
+                    "when will I get my refund?",
+                    "is there a warranty on electronics?",
+                    "how do I exchange an item for another size?",
+                    "what are your opening hours and how can I contact you?",
+                    "do you offer price adjustments if the price drops?",
+                    "how do you use my personal data?",
+                ),
+                needs_identity=False,
+                arg_sets=[[]],
+                example='"how long do I have to return a delivered item?" -> {"action":"search_knowledge"}',
+            ),
+            Tool(
                 "handoff",
                 "Hand the conversation to a human support agent.",
                 HandoffArgs,
                 handoff,
+                utterances=(
+                    "I want to talk to a person",
+                    "let me speak to a human agent",
+                    "get me a real representative",
+                ),
                 needs_identity=False,
                 triggers=re.compile(
                     r"\b(human|person|people|agent|someone|somebody|representative|manager|staff|operator)\b",

@@ -1,6 +1,7 @@
 """The agent with the scripted backend: security and correctness live in code, whatever the model says."""
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -364,3 +365,38 @@ def test_tool_specs_are_strict_and_self_contained():
         for prop in params["properties"].values():
             if prop.get("type") == "string":
                 assert "maxLength" in prop or "enum" in prop or "pattern" in prop, (name, prop)
+
+
+@pytest.fixture(scope="module")
+def policy_retriever():  # type: ignore[no-untyped-def]
+    from retrieval.knowledge import policy_documents
+    from retrieval.search import Retriever
+
+    docs, _report = policy_documents()
+    return Retriever.from_documents(docs)
+
+
+async def test_policy_question_is_answered_from_the_store_pages_with_a_citation(
+    store_db, settings, policy_retriever
+):
+    backend = ScriptedBackend([{"action": "search_knowledge"}])
+    facts = settings.model_copy(update={"llm_answer_style": "facts"})
+    agent = Agent(backend, store_db, facts, retriever=lambda: policy_retriever)
+    conv = new_conversation(store_db, None)  # a guest may ask about policies without verifying
+    events = await turn(agent, conv, "how long do I have to return a delivered item?")
+    message = final(events)
+    assert message["citations"], message
+    citation = message["citations"][0]
+    assert citation["source"].endswith("returns-and-exchanges.md") and citation["anchor"]
+    page = (Path("knowledge") / citation["source"]).read_text()
+    assert f"## {citation['section']}" in page  # the citation names a real section of the page
+    assert "return" in message["text"].lower() and "day" in message["text"].lower(), message["text"]
+    branches = backend.calls[0]["response_schema"]["anyOf"]
+    assert {"action": {"const": "search_knowledge"}} in [b["properties"] for b in branches]
+
+
+async def test_search_knowledge_without_an_index_says_so(store_db, settings):
+    backend = ScriptedBackend([{"action": "search_knowledge"}])
+    agent = Agent(backend, store_db, settings.model_copy(update={"llm_answer_style": "facts"}))
+    events = await turn(agent, new_conversation(store_db, JAMES), "what is your warranty?")
+    assert "not available" in final(events)["text"] and not final(events)["citations"]

@@ -89,3 +89,43 @@ async def test_cancel_request_decision_is_valid_and_nothing_changes_without_yes(
     with Session(store_db) as db:
         assert db.get(Order, "#W9300146").status == "pending"  # type: ignore[union-attr]
     assert all(c["args"]["order_id"] == "#W9300146" for c in confirms)
+
+
+@pytest.fixture(scope="module")
+def routed_agent_parts():  # type: ignore[no-untyped-def]
+    from retrieval.knowledge import policy_documents
+    from retrieval.search import Retriever
+    from server import _intent_router
+
+    docs, _ = policy_documents()
+    return Retriever.from_documents(docs), _intent_router()
+
+
+@pytest.mark.parametrize(
+    "customer,text,action",
+    [
+        (None, "how long do I have to return a delivered item?", "search_knowledge"),
+        ("aarav_anderson_8794", "Please cancel my order #W9300146, I don't need it anymore.", "cancel_order"),
+        ("james_li_5688", "What orders do I have?", "list_orders"),
+        ("james_li_5688", "I want to speak to a human", "handoff"),
+    ],
+)
+async def test_routed_decisions_of_the_real_model(
+    store_db, local_backend, routed_agent_parts, customer, text, action
+):
+    retriever, router = routed_agent_parts
+    agent = Agent(
+        local_backend,
+        store_db,
+        Settings(llm_backend="local"),
+        retriever=lambda: retriever,
+        router=lambda: router,
+    )
+    conv = conversation(store_db, customer)
+    events = await run(agent, conv, text)
+    decision = next(s for s in steps(store_db, conv) if s["type"] == "decision")
+    assert decision["valid"] and decision["decision"]["action"] == action, decision
+    if action == "search_knowledge":
+        message = next(e for e in events if e["type"] == "message")
+        assert message["citations"][0]["source"].endswith("returns-and-exchanges.md")
+        assert "day" in message["text"]

@@ -76,6 +76,9 @@
         if (!draft) draft = bubble("bot", "");
         draft.querySelector(".text").textContent = event.text; // the checked reply replaces the draft
         if (event.replaced) draft.classList.add("replaced");
+        for (const c of event.citations || []) {
+          draft.appendChild(el("div", "cite", `Source: ${c.title} › ${c.section}`));
+        }
         draft = null;
         break;
       case "card":
