@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import venv
 from collections.abc import Callable
@@ -266,7 +267,8 @@ def start_vllm(settings: Settings, port: int, *, model_dir: Path | None = None) 
             env=env,
             cwd=str(Path(settings.var_dir)),
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            # Linux ties the parent-death signal to the spawning *thread*: only safe from the main one.
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
 
 
