@@ -196,3 +196,27 @@ def vllm_server():
     print(f"\nvLLM session server {base_url} (pid {process.pid}): env {env_s:.0f} s, start {start_s:.0f} s")
     yield server
     stop_vllm(process)
+
+
+# ---- shared conversation shapes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tool_round_trip() -> list[dict]:
+    """A question, the assistant's tool call and the tool's result: the OpenAI-format history every
+    backend must render and answer in text."""
+    return [
+        {"role": "user", "content": "Where is my order #W2378156?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_order_status", "arguments": '{"order_id": "#W2378156"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped", "eta": "2026-11-24"}'},
+    ]

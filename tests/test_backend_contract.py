@@ -219,23 +219,8 @@ async def test_closing_early_does_not_break_the_next_call(backend: ChatBackend):
     assert usage.completion_tokens >= 1
 
 
-async def test_tool_result_in_history_gets_a_text_answer(backend: ChatBackend):
-    messages = [
-        {"role": "system", "content": "You are the assistant of an online shop."},
-        {"role": "user", "content": "What is the status of my order #W2378156?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_order_status", "arguments": '{"order_id": "#W2378156"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped", "eta": "2026-11-24"}'},
-    ]
+async def test_tool_result_in_history_gets_a_text_answer(backend: ChatBackend, tool_round_trip):
+    messages = tool_round_trip
     events = await drain(backend.stream(messages, tools=TOOLS, max_tokens=24))
     usage = assert_ends_with_one_usage(events)
     assert not [e for e in events if isinstance(e, ToolCall)]

@@ -203,22 +203,8 @@ async def test_multibyte_text_streams_without_broken_characters(backend):
     assert usage.completion_tokens <= 24
 
 
-async def test_tool_results_in_history_render_and_answer(backend):
-    messages = [
-        {"role": "user", "content": "Where is order #W2378156?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_order_status", "arguments": '{"order_id": "#W2378156"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped", "eta": "2026-11-24"}'},
-    ]
+async def test_tool_results_in_history_render_and_answer(backend, tool_round_trip):
+    messages = tool_round_trip
     prompt = backend.tokenizer.decode(backend.render_prompt(messages))
     assert "[Result of tool get_order_status]" in prompt
     assert '{"name": "get_order_status", "arguments": {"order_id": "#W2378156"}}' in prompt

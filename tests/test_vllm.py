@@ -207,23 +207,9 @@ def test_command_line_has_the_cpu_workarounds(vllm_server: VllmServer):
     print(f"vLLM env {vllm_server.env_s:.0f} s, server start {vllm_server.start_s:.0f} s")
 
 
-def test_served_template_renders_tools_hermes_style(vllm_server: VllmServer):
+def test_served_template_renders_tools_hermes_style(vllm_server: VllmServer, tool_round_trip):
     """vLLM picks the prepared dir's `tool_use` template: tools, calls and results, hermes-style."""
-    messages = [
-        {"role": "user", "content": "Where is #W2378156?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_order_status", "arguments": '{"order_id": "#W2378156"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
-    ]
+    messages = tool_round_trip
     body = {"model": vllm_server.settings.llm_model, "messages": messages, "tools": TOOLS}
     tokens = httpx.post(f"{vllm_server.root}/tokenize", json=body, timeout=10).json()["tokens"]
     prompt = httpx.post(
@@ -236,7 +222,8 @@ def test_served_template_renders_tools_hermes_style(vllm_server: VllmServer):
         '<tool_call>\n{"name": "get_order_status", "arguments": {"order_id": "#W2378156"}}\n</tool_call>'
         in (prompt)
     )
-    assert '<|im_start|>user\n<tool_response>\n{"status": "shipped"}\n</tool_response><|im_end|>' in prompt
+    result = tool_round_trip[-1]["content"]
+    assert f"<|im_start|>user\n<tool_response>\n{result}\n</tool_response><|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
     # without tools: SmolLM2's own template, unchanged
     body = {"model": vllm_server.settings.llm_model, "messages": [{"role": "user", "content": "hi"}]}
