@@ -62,7 +62,11 @@ def create_app(
         app.state.engine = engine
         app.state.backend = chat_backend
         app.state.agent = Agent(
-            chat_backend, engine, settings, retriever=lambda: _store_retriever(settings, engine)
+            chat_backend,
+            engine,
+            settings,
+            retriever=lambda: _store_retriever(settings, engine),
+            router=None if settings.llm_native_tools else _intent_router,
         )
         try:
             yield

@@ -423,12 +423,16 @@ async def search_knowledge(args: SearchArgs, ctx: ToolContext) -> ToolResult:
             audit={"reason": "no_passage"},
         )
     best = passages[0]
-    heading = best.section or best.title
-    body = "\n".join(line for line in best.text.strip().splitlines() if not line.startswith("#")).strip()
-    text = f"From our {best.title} page ({heading}): {body}"
+    # Neighbouring sections of the same page often answer together ("which orders" + "how long").
+    used = [best] + [p for p in passages[1:2] if p.source == best.source]
+    parts = []
+    for passage in used:
+        body = "\n".join(line for line in passage.text.strip().splitlines() if not line.startswith("#"))
+        parts.append(f"{passage.section or passage.title}: {body.strip()}")
+    text = f"From our {best.title} page. " + "\n\n".join(parts)
     citations = [
         {"source": p.source, "title": p.title, "anchor": p.anchor, "section": p.section or p.title}
-        for p in passages[:1]
+        for p in used
     ]
     return ToolResult(
         outcome="ok",

@@ -23,13 +23,14 @@ class SessionClaims:
 
 def issue_token(claims: SessionClaims, settings: Settings) -> str:
     now = int(time.time())
-    payload = {
+    payload: dict[str, object] = {
         "conv": claims.conversation_id,
-        "sub": claims.customer_id,
         "role": claims.role,
         "iat": now,
         "exp": now + settings.token_ttl_s,
     }
+    if claims.customer_id is not None:  # a guest's token has no subject (JWT requires a string)
+        payload["sub"] = claims.customer_id
     return jwt.encode(payload, settings.signing_key(), algorithm=_ALGORITHM)
 
 

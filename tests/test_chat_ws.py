@@ -215,3 +215,39 @@ def test_disconnect_mid_stream_aborts_the_model_and_keeps_the_message(client, ba
     with Session(store_db) as db:
         rows = db.exec(select(Message.role, Message.content)).all()
     assert ("user", "tell me a long story") in [tuple(r) for r in rows]
+
+
+def test_a_guest_connects_verifies_and_gets_their_order(client, backend):
+    guest = session(client, None)
+    assert guest["customer"] is None
+    with client.websocket_connect(f"/ws/chat?token={guest['token']}") as ws:
+        assert ws.receive_json()["identity"] == "guest"
+        backend.push({"action": "order_status", "order_id": "#W2611340"})
+        ws.send_text(json.dumps({"type": "message", "text": "where is #W2611340?"}))
+        events = until_done(ws)
+        assert not [e for e in events if e["type"] == "card"]  # nothing before verification
+        backend.push({"action": "verify_guest", "email": "james.li4495@example.com"})
+        ws.send_text(json.dumps({"type": "message", "text": "I'm james.li4495@example.com"}))
+        until_done(ws)
+        backend.push({"action": "order_status", "order_id": "#W2611340"})
+        ws.send_text(json.dumps({"type": "message", "text": "where is #W2611340 then?"}))
+        card = next(e for e in until_done(ws) if e["type"] == "card")["card"]
+    assert card["status"] == "processed"
+    # The same guest token reconnects to the now verified conversation.
+    with client.websocket_connect(f"/ws/chat?token={guest['token']}") as ws:
+        assert ws.receive_json()["identity"] == "verified_guest"
+
+
+def test_the_apps_agent_routes_small_model_decisions(client, backend):
+    """The server wires the intent router: a policy question is offered the knowledge search first,
+    and nothing the router finds unlikely."""
+    guest = session(client, None)
+    with client.websocket_connect(f"/ws/chat?token={guest['token']}") as ws:
+        ws.receive_json()
+        backend.push({"action": "ask", "need": "clarification"})
+        ws.send_text(
+            json.dumps({"type": "message", "text": "how long do I have to return a delivered item?"})
+        )
+        until_done(ws)
+    offered = [b["properties"]["action"].get("const") for b in backend.calls[-1]["response_schema"]["anyOf"]]
+    assert offered[0] == "search_knowledge" and "verify_guest" not in offered and "answer" not in offered

@@ -51,6 +51,8 @@ def test_signed_in_customer_sees_status_streamed_with_an_order_card(live_server,
             ),
         )
         page.goto(live_server + "/")
+        # The page opens a guest conversation at once (the shopper may ask before signing in).
+        page.wait_for_function("document.getElementById('status').textContent.includes('Connected (guest)')")
         page.wait_for_selector("#customer option:nth-child(2)", state="attached")
         customer_id = page.eval_on_selector("#customer option:nth-child(2)", "o => o.value")
         page.select_option("#customer", customer_id)
