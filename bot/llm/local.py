@@ -266,6 +266,7 @@ class LocalBackend:
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._active: list[_Request] = []
+        self._admitting: list[_Request] = []  # popped from _pending, prefilling, not yet in _active
         self._cache: Any = None
         self._mask: Any = None
         self._thread: threading.Thread | None = None
@@ -281,7 +282,7 @@ class LocalBackend:
     def active_requests(self) -> int:
         """Requests waiting for or holding a batch slot."""
         with self._cond:
-            return len(self._pending) + len(self._active)
+            return len(self._pending) + len(self._admitting) + len(self._active)
 
     def load(self, timeout: float = LOAD_TIMEOUT_S) -> None:
         """Start the worker and block until the model is loaded (raises BackendError on failure)."""
@@ -540,16 +541,21 @@ class LocalBackend:
                         self._pending = deque(r for r in self._pending if not r.cancelled)
                     room = self.max_batch - len(self._active)
                     admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                    self._admitting = list(admitted)
                 try:
                     self._drop_finished()
                     for req in admitted:
                         self._admit(req)
+                        with self._cond:
+                            self._admitting.remove(req)
                     if self._active:
                         self._decode_step()
                 except Exception as exc:  # a failed step fails the requests in it, not the worker
                     log.exception("local model step failed")
                     for req in admitted + self._active:
                         self._finish(req, error=f"local model failed: {exc}")
+                    with self._cond:
+                        self._admitting = []
                     self._reset_batch()
         self._fail_all("the local backend was closed")
 
