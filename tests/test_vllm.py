@@ -414,6 +414,15 @@ def fault_backend(server: FaultServer) -> OpenAICompatBackend:
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
+async def restart_and_check_recovery(server: FaultServer, backend: OpenAICompatBackend) -> None:
+    """(Re)start the server; the same backend (no shopdesk restart) sees it healthy and gets answers."""
+    server.stop()
+    await asyncio.to_thread(server.start)
+    assert await backend.health() == {server.base_url: True}
+    events = [e async for e in backend.stream(HELLO, max_tokens=8)]
+    assert any(isinstance(e, TextDelta) for e in events) and isinstance(events[-1], Usage)
+
+
 async def test_vllm_not_up_at_start_fails_fast_then_recovers(fault_server: FaultServer):
     fault_server.stop()
     backend = fault_backend(fault_server)
@@ -424,12 +433,7 @@ async def test_vllm_not_up_at_start_fails_fast_then_recovers(fault_server: Fault
         assert time.monotonic() - started < 2.0
         assert backend.tracker.snapshot() == {fault_server.base_url: False}
 
-        await asyncio.to_thread(fault_server.start)
-
-        # the same backend (no shopdesk restart): the health check sees it back, requests succeed
-        assert await backend.health() == {fault_server.base_url: True}
-        events = [e async for e in backend.stream(HELLO, max_tokens=8)]
-        assert any(isinstance(e, TextDelta) for e in events) and isinstance(events[-1], Usage)
+        await restart_and_check_recovery(fault_server, backend)
     finally:
         await backend.aclose()
 
@@ -458,11 +462,7 @@ async def test_vllm_killed_mid_stream_then_restarted_recovers(fault_server: Faul
             _ = [e async for e in backend.stream(HELLO, max_tokens=8)]
         assert time.monotonic() - started < 2.0
 
-        fault_server.stop()
-        await asyncio.to_thread(fault_server.start)
-        assert await backend.health() == {fault_server.base_url: True}
-        events = [e async for e in backend.stream(HELLO, max_tokens=8)]
-        assert any(isinstance(e, TextDelta) for e in events) and isinstance(events[-1], Usage)
+        await restart_and_check_recovery(fault_server, backend)
     finally:
         await backend.aclose()
 
