@@ -19,8 +19,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(help="shopdesk: the customer-service bot of an online store.", no_args_is_help=True)
 llm_app = typer.Typer(help="The embedded model and model servers.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
-eval_app = typer.Typer(help="Evaluations: retrieval quality on any corpus.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluations on any data: retrieval, chat scenarios, recsys, forecast, fraud.", no_args_is_help=True
+)
 app.add_typer(eval_app, name="eval")
+train_app = typer.Typer(help="Train the store's models (recommendations, fraud).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console()
 err_console = Console(stderr=True)
 

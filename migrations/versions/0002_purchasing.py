@@ -1,0 +1,21 @@
+"""purchasing: supplier lead times and purchase orders (filled by the forecast work)
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-22 23:20:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
