@@ -1,6 +1,5 @@
 """Shopper REST: start a chat session (signed token), read one's own conversation, demo customers."""
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -9,8 +8,8 @@ from sqlalchemy import case, func
 from sqlmodel import col, select
 
 from api.deps import SessionDep, SettingsDep, ShopperSession
-from commerce.models import Conversation, Customer, Message, Order
-from shopdesk.security import SessionClaims, issue_token
+from bot import sessions
+from commerce.models import Customer, Message, Order
 
 router = APIRouter(prefix="/api", tags=["shopper"])
 
@@ -39,14 +38,7 @@ def start_session(body: SessionRequest, db: SessionDep, settings: SettingsDep) -
         customer = db.get(Customer, body.customer_id)
         if customer is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown customer {body.customer_id!r}")
-    conv = Conversation(
-        id=str(uuid.uuid4()),
-        customer_id=customer.id if customer else None,
-        identity="customer" if customer else "guest",
-    )
-    db.add(conv)
-    db.commit()
-    token = issue_token(SessionClaims(conversation_id=conv.id, customer_id=conv.customer_id), settings)
+    conv, token = sessions.start_session(db, settings, customer)
     return SessionResponse(
         token=token,
         conversation_id=conv.id,

@@ -25,6 +25,7 @@ from commerce import customers
 from commerce.models import Conversation, ToolCallRecord, utcnow
 from commerce.models import Message as MessageRow
 from shopdesk.db import session_scope
+from shopdesk.metrics import REPLIES_CHECKED, REPLIES_REPAIRED, REPLIES_REPLACED
 from shopdesk.redact import redact_value
 from shopdesk.settings import Settings
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 
 ASK_TEXT = {
-    "order_id": "Which order is it about? Please give me the order number (it looks like #W1234567).",
+    "order_id": "Which order is it about? Please give me the order number: # and W followed by seven digits, as in your confirmation email.",
     "identity": (
         "To help with your account I first need to verify you: please tell me your email, "
         "or your first name, last name and zip code."
@@ -46,9 +47,13 @@ UNAVAILABLE_TEXT = (
 )
 SAFE_FALLBACK = (
     "I can help with your orders: checking an order's status and tracking, listing your orders, "
-    "or cancelling a pending order. I can also connect you with a person."
+    "or cancelling an order before it leaves our warehouse. I can also connect you with a person."
 )
 DECLINED_TEXT = "Okay, I haven't changed anything."
+OFF_TOPIC_TEXT = (
+    "Sorry, I can only help with this store: your orders, returns, delivery, payments and our products. "
+    "Is there anything like that I can do for you?"
+)
 
 
 def _pieces(text: str) -> list[str]:
@@ -209,6 +214,10 @@ class Agent:
             ):
                 yield event
             return
+        if action == "decline":
+            async for event in self._say(preface + OFF_TOPIC_TEXT, turn):
+                yield event
+            return
         if action == "answer" or action not in self.tools:
             async for event in self._answer(history, [], turn, preface):
                 yield event
@@ -227,6 +236,10 @@ class Agent:
         identity: str,
         turn: "_Turn",
     ) -> dict[str, Any]:
+        verdict = self._router_verdict(conv, text)
+        if verdict is not None:
+            turn.steps.append({"type": "decision", "router": True, "valid": True, "decision": verdict})
+            return verdict
         schema, actions, examples = self._decision_schema(conv, user_texts, text)
         prompt = self.prompts.render("decide", identity=identity, actions=actions, examples=examples)
         messages = [
@@ -249,6 +262,21 @@ class Agent:
         turn.steps.append({"type": "decision", "raw": raw[:500], "valid": True, "decision": decision})
         return decision
 
+    def _router_verdict(self, conv: Conversation, text: str) -> dict[str, Any] | None:
+        """Decisions with nothing for a model to fill in, taken when the router is sure: an
+        off-topic request is declined, and a guest asking for an account action must verify first."""
+        if self.router is None:
+            return None
+        requested = [t for t in self.tools.all() if t.requested_in(text)]
+        candidates = [t.name for t in requested if t.available_to(conv)]
+        locked = [t.name for t in requested if t.needs_identity and conv.customer_id is None]
+        ranked = self.router.rank(text, candidates + locked + ["answer", "decline"])
+        if ranked[0] == "decline":
+            return {"action": "decline"}
+        if ranked[0] in locked:
+            return {"action": "ask", "need": "identity"}
+        return None
+
     def _decision_schema(
         self, conv: Conversation, user_texts: list[str], text: str
     ) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -262,13 +290,16 @@ class Agent:
         actions: list[str] = []
         examples: list[str] = []
         offered = [t for t in self.tools.available(conv) if t.requested_in(text)]
-        offered.sort(key=lambda t: t.triggers is None)
         free_answer = True
+        decline = False  # off-topic requests get a fixed polite refusal (router-detected only)
         if self.router is not None:
-            ranked = self.router.rank(text, [t.name for t in offered] + ["answer"])
+            # The router's sure verdicts (decline first, a guest's account action) never get here.
+            ranked = self.router.rank(text, [t.name for t in offered] + ["answer", "decline"])
             by_name = {t.name: t for t in offered}
             offered = [by_name[name] for name in ranked if name in by_name]
             free_answer = "answer" in ranked  # small talk: only when the router finds it plausible
+            decline = "decline" in ranked
+        offered.sort(key=lambda t: t.triggers is None)  # stable: router order within each group
         for tool in offered:
             tool_branches = tool.decision_branches(backing)
             if tool_branches:
@@ -277,15 +308,11 @@ class Agent:
                 if tool.example:
                     examples.append(tool.example)
         needs = ["order_id", "clarification"] + (["identity"] if conv.customer_id is None else [])
-        branches.append(
-            {
-                "type": "object",
-                "properties": {"action": {"const": "ask"}, "need": {"enum": needs}},
-                "required": ["action", "need"],
-                "additionalProperties": False,
-            }
-        )
+        branches.append(_ask_branch(needs))
         actions.append("ask: ask the shopper for missing information")
+        if decline:
+            branches.append(_DECLINE_BRANCH)
+            actions.append("decline: politely decline a request that is not about this store")
         if free_answer or len(branches) == 1:
             branches.append(
                 {
@@ -316,7 +343,7 @@ class Agent:
                     calls.append(event)
             if not calls:
                 turn.draft = "".join(parts)
-                self._finish_answer(turn, preface)
+                await self._guard(turn, messages[1:], [], preface)
                 return
             messages.append(
                 {
@@ -409,12 +436,8 @@ class Agent:
     async def _answer(
         self, history: list[Message], facts: list[str], turn: "_Turn", preface: str
     ) -> AsyncIterator[Event]:
-        """The model writes the reply from this turn's facts; the grounding check decides if it stands."""
-        instruction = self.prompts.render("answer", facts="\n".join(facts))
-        messages = [self._system(), *history]
-        last = dict(messages[-1])
-        last["content"] = f"{last['content']}\n\n({instruction})"
-        messages[-1] = last
+        """The model writes the reply from this turn's facts; the grounding guard decides if it stands."""
+        messages = self._with_instruction(history, self.prompts.render("answer", facts="\n".join(facts)))
         parts: list[str] = []
         if preface:
             yield {"type": "token", "text": preface}
@@ -425,25 +448,54 @@ class Agent:
                 yield {"type": "token", "text": event.text}
         turn.sources.extend(facts)
         turn.draft = "".join(parts)
-        self._finish_answer(turn, preface)
+        await self._guard(turn, history, facts, preface)
 
-    def _finish_answer(self, turn: "_Turn", preface: str) -> None:
+    def _with_instruction(self, history: list[Message], instruction: str) -> list[Message]:
+        """The conversation with this turn's instruction attached to the shopper's last message."""
+        messages = [self._system(), *history]
+        if messages[-1]["role"] != "user":  # after tool results (native tool calling)
+            return [*messages, {"role": "user", "content": f"({instruction})"}]
+        last = dict(messages[-1])
+        last["content"] = f"{last['content']}\n\n({instruction})"
+        messages[-1] = last
+        return messages
+
+    async def _guard(self, turn: "_Turn", history: list[Message], facts: list[str], preface: str) -> None:
+        """No model-written fact reaches the shopper unless the turn's sources support it.
+
+        The streamed draft is checked; an unsupported draft is regenerated once under a stricter
+        instruction (not streamed); if that fails too, a reply composed from the sources replaces it.
+        Either way the final `message` event carries the checked text with `replaced: true`.
+        """
+        REPLIES_CHECKED.inc()
+        sources = turn.sources + turn.user_sources
         draft = turn.draft.strip()
-        result = grounding.check(draft, turn.sources + turn.user_sources, required=turn.key_facts)
-        turn.steps.append(
-            {
-                "type": "grounding",
-                "ok": result.ok,
-                "unsupported": result.unsupported,
-                "missing": result.missing,
-            }
-        )
+        result = grounding.check(draft, sources, required=turn.key_facts)
+        turn.steps.append({"type": "grounding", "attempt": "draft", **_grounding_step(result)})
         if draft and result.ok:
             turn.final_text = preface + draft
-        else:
-            turn.replaced = True
-            fallback = " ".join(s for s in turn.sources if s) or SAFE_FALLBACK
-            turn.final_text = preface + fallback
+            return
+        turn.replaced = True
+        instruction = self.prompts.render(
+            "answer_strict",
+            facts="\n".join(facts),
+            unsupported=", ".join(result.unsupported + result.missing) or "nothing useful",
+        )
+        parts: list[str] = []
+        async for event in self.backend.stream(
+            self._with_instruction(history, instruction), max_tokens=self.settings.llm_max_tokens
+        ):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+        retry = "".join(parts).strip()
+        result = grounding.check(retry, sources, required=turn.key_facts)
+        turn.steps.append({"type": "grounding", "attempt": "regenerated", **_grounding_step(result)})
+        if retry and result.ok:
+            REPLIES_REPAIRED.inc()
+            turn.final_text = preface + retry
+            return
+        REPLIES_REPLACED.inc()
+        turn.final_text = preface + (" ".join(s for s in turn.sources if s) or SAFE_FALLBACK)
 
     async def _say(self, text: str, turn: "_Turn") -> AsyncIterator[Event]:
         """A reply built from data, not model text: streamed the same way, nothing to ground."""
@@ -574,6 +626,27 @@ class Agent:
         customer = customers.get_customer(db, conv.customer_id)
         name = customer.first_name if customer else "a customer"
         return f"{name}, signed in"
+
+
+def _ask_branch(needs: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"action": {"const": "ask"}, "need": {"enum": needs}},
+        "required": ["action", "need"],
+        "additionalProperties": False,
+    }
+
+
+_DECLINE_BRANCH = {
+    "type": "object",
+    "properties": {"action": {"const": "decline"}},
+    "required": ["action"],
+    "additionalProperties": False,
+}
+
+
+def _grounding_step(result: grounding.GroundingResult) -> dict[str, Any]:
+    return {"ok": result.ok, "unsupported": result.unsupported, "missing": result.missing}
 
 
 class _Turn:

@@ -13,7 +13,21 @@ from typing import Any
 
 import numpy as np
 
-SMALL_TALK = ("hi", "hello there", "thanks a lot", "good morning", "ok bye", "who are you?")
+SMALL_TALK = ("hi", "hello there", "thanks a lot", "good morning", "ok bye", "who are you?", "你好", "谢谢")
+# Requests outside a store's service: declined politely by a fixed reply, never answered by the model.
+OFF_TOPIC = (
+    "write me a poem about the sea",
+    "what's the weather tomorrow?",
+    "help me with my math homework",
+    "tell me a joke",
+    "who won the football game last night?",
+    "what is the capital of France?",
+    "write python code to sort a list",
+    "what do you think about the election?",
+    "translate this sentence into German",
+    "给我写一首诗",
+    "今天天气怎么样",
+)
 
 
 class IntentRouter:
@@ -47,3 +61,13 @@ class IntentRouter:
         ordered = sorted(known, key=lambda c: scores[c], reverse=True)
         top = scores[ordered[0]]
         return [c for c in ordered if scores[c] >= top - self.margin]
+
+
+def default_router(tools: Any = None) -> IntentRouter:
+    """The router over the bot's tools' example utterances, small talk and off-topic requests."""
+    from bot.tools import default_tools
+    from retrieval.embed import get_embedder
+
+    registry = tools or default_tools()
+    utterances = {t.name: t.utterances for t in registry.all()} | {"answer": SMALL_TALK, "decline": OFF_TOPIC}
+    return IntentRouter(get_embedder(), utterances)

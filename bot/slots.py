@@ -6,9 +6,10 @@ invents an order id or an email cannot act on it.
 
 import re
 
-_ORDER_ID = re.compile(r"#?\b[Ww]?(\d{7})\b")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_ZIP = re.compile(r"\b(\d{5})\b")
+# Lookarounds instead of \b: in Chinese text ("订单W2611340的") letters touch the id on both sides.
+_ORDER_ID = re.compile(r"(?<![A-Za-z0-9])#?[Ww]?(\d{7})(?![0-9])")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_ZIP = re.compile(r"(?<![A-Za-z0-9#])(\d{5})(?![0-9])")
 _YES = re.compile(
     r"^\s*(yes|yeah|yep|yup|sure|ok|okay|confirm(ed)?|please do|go ahead|do it|correct|y)\b", re.IGNORECASE
 )
@@ -32,15 +33,52 @@ def zips(text: str) -> list[str]:
     return _ZIP.findall(text)
 
 
+# "I'm Ann Lee", "my name is ann lee", "Ann Lee, zip 10001": a first and a last name, in that order.
+_INTRO = re.compile(
+    r"\b(?:i'?m|i am|my name is|this is|name:?|it'?s)\s+([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)", re.I
+)
+_CAPITALISED_PAIR = re.compile(r"(?<![A-Za-z])([A-Z][a-z'-]+) ([A-Z][a-z'-]+)(?![A-Za-z])")
+_NOT_NAMES = {
+    "i'm",
+    "im",
+    "hi",
+    "hello",
+    "hey",
+    "sorry",
+    "my",
+    "it's",
+    "its",
+    "this",
+    "please",
+    "thanks",
+    "the",
+}
+
+
+def name_pairs(text: str) -> list[tuple[str, str]]:
+    """(first, last) name candidates, introduced ones first, each once."""
+    found = [(a, b) for a, b in _INTRO.findall(text)] + _CAPITALISED_PAIR.findall(text)
+    pairs = [
+        (a.capitalize(), b.capitalize())
+        for a, b in found
+        if a.lower() not in _NOT_NAMES and b.lower() not in _NOT_NAMES and b.lower() not in {"and", "zip"}
+    ]
+    return list(dict.fromkeys(pairs))
+
+
 def words(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]+", text)}
 
 
+_YES_ZH = re.compile(r"^\s*(是的?|好的?|确认|可以|对|行|没问题)")
+_NO_ZH = re.compile(r"^\s*(不|别|算了|先不)")
+
+
 def yes_or_no(text: str) -> bool | None:
     """The shopper's answer to a confirmation: True, False, or None when it is neither."""
-    if _NO.search(text):
+    if _NO.search(text) or _NO_ZH.search(text):
         return False
-    if _YES.search(text):
+    if _YES.search(text) or _YES_ZH.search(text):
         return True
     return None
 

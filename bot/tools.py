@@ -215,7 +215,7 @@ def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:
         value = getattr(args, name)
         if slot is None or value is None:
             continue
-        if slot == "name":
+        if slot in ("first_name", "last_name"):
             if str(value).lower() not in slots.words(said):
                 missing.append(name)
         elif str(value).lower() not in {v.lower() for v in backing.get(slot, [])}:
@@ -224,14 +224,24 @@ def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:
 
 
 def slot_values(user_texts: list[str]) -> dict[str, list[str]]:
+    """Values each slot may take: what the shopper wrote, the latest message's values first (a
+    small model takes the first value it may, and "actually, it's #W..." corrects what came before)."""
     said = "\n".join(user_texts)
+    latest = user_texts[-1] if user_texts else ""
+
+    def latest_first(extract: Callable[[str], list[Any]]) -> list[Any]:
+        return list(dict.fromkeys(extract(latest) + extract(said)))
+
+    pairs = latest_first(slots.name_pairs)
     names = [w.capitalize() for w in dict.fromkeys(w for w in slots.words(said) if len(w) > 1)]
+    reasons = ["no longer needed", "ordered by mistake"]
     return {
-        "order_id": slots.order_ids(said),
-        "email": slots.emails(said),
-        "zip": slots.zips(said),
-        "name": sorted(names)[:64],
-        "cancel_reason": ["no longer needed", "ordered by mistake"],
+        "first_name": list(dict.fromkeys([a for a, _ in pairs] + sorted(names)))[:64],
+        "last_name": list(dict.fromkeys([b for _, b in pairs] + sorted(names)))[:64],
+        "order_id": latest_first(slots.order_ids),
+        "email": latest_first(slots.emails),
+        "zip": latest_first(slots.zips),
+        "cancel_reason": sorted(reasons, key=lambda r: r != slots.cancel_reason(latest)),
     }
 
 
@@ -261,8 +271,8 @@ class CancelArgs(OrderArgs):
 
 class VerifyArgs(BaseModel):
     email: str | None = Field(default=None, max_length=254, json_schema_extra={"slot": "email"})
-    first_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "name"})
-    last_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "name"})
+    first_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "first_name"})
+    last_name: str | None = Field(default=None, max_length=100, json_schema_extra={"slot": "last_name"})
     zip: str | None = Field(default=None, pattern=r"^[0-9]{5}$", json_schema_extra={"slot": "zip"})
 
 
@@ -407,6 +417,13 @@ async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
 
 
 SEARCH_MIN_SCORE = 0.0  # fused scores are rank-based; an empty result is the real "no answer"
+# A question about what the store allows ("can I exchange my boots for...") is answered by a policy
+# page even when a product's own page matches the product's name better.
+_POLICY_CUES = re.compile(
+    r"\b(return|exchange|refund|warrant|ship|deliver|carrier|pay|paid|card|gift card|cancel|price|"
+    r"policy|polic|privacy|data|address|hours|contact)|退货|退款|换货|运费|配送|付款|保修|隐私",
+    re.IGNORECASE,
+)
 
 
 async def search_knowledge(args: SearchArgs, ctx: ToolContext) -> ToolResult:
@@ -415,7 +432,10 @@ async def search_knowledge(args: SearchArgs, ctx: ToolContext) -> ToolResult:
     if retriever is None:
         return ToolResult(outcome="error", text="Our help pages are not available right now.")
     query = (args.query or (ctx.user_texts[-1] if ctx.user_texts else "")).strip()
-    passages = retriever.search(query, k=3)
+    passages = retriever.search(query, k=5)
+    if _POLICY_CUES.search(query):
+        passages.sort(key=lambda p: not p.source.startswith("policies/"))  # stable: keeps the ranking
+    passages = passages[:3]
     if not passages:
         return ToolResult(
             outcome="refused",
@@ -474,7 +494,7 @@ async def handoff(args: HandoffArgs, ctx: ToolContext) -> ToolResult:
     return ToolResult(
         outcome="ok",
         text="I'm handing this conversation to a member of our support team. Please stay here; they will reply in this chat.",
-        handoff_reason=args.reason,
+        handoff_reason=args.reason.strip() or "the shopper asked for a person",
     )
 
 
@@ -494,6 +514,7 @@ def default_tools() -> ToolRegistry:
                     "I'm Ann Lee, zip 10001",
                     "you can find me with my email",
                     "my name is John Smith and my zip code is 94110",
+                    "我的邮箱是 ann@example.com",
                 ),
                 example='"my email is ann@example.com" -> {"action":"verify_guest","email":"ann@example.com"}',
             ),
@@ -507,6 +528,8 @@ def default_tools() -> ToolRegistry:
                     "show me my orders",
                     "list my recent purchases",
                     "which orders do I have with you?",
+                    "我有哪些订单？",
+                    "查看我的订单",
                 ),
                 example='"what did I order?" -> {"action":"list_orders"}',
             ),
@@ -521,6 +544,8 @@ def default_tools() -> ToolRegistry:
                     "what's the tracking number for my package",
                     "when will my order #W7654321 arrive?",
                     "status of my order please",
+                    "我的订单到哪里了？",
+                    "帮我查一下订单的物流状态",
                 ),
                 example='"where is my order #W1234567?" -> {"action":"order_status","order_id":"#W1234567"}',
             ),
@@ -534,8 +559,9 @@ def default_tools() -> ToolRegistry:
                     "please cancel my order #W1234567",
                     "I want to cancel the order, I don't need it anymore",
                     "cancel it, I ordered by mistake",
+                    "请取消我的订单",
                 ),
-                triggers=re.compile(r"\bcancel", re.IGNORECASE),
+                triggers=re.compile(r"\bcancel|取消", re.IGNORECASE),
                 example=(
                     '"please cancel #W7654321, I don\'t need it" -> '
                     '{"action":"cancel_order","order_id":"#W7654321","reason":"no longer needed"}'
@@ -557,6 +583,8 @@ def default_tools() -> ToolRegistry:
                     "what are your opening hours and how can I contact you?",
                     "do you offer price adjustments if the price drops?",
                     "how do you use my personal data?",
+                    "退货政策是什么？",
+                    "运费多少？多久能送到？",
                 ),
                 needs_identity=False,
                 arg_sets=[[]],
@@ -571,10 +599,12 @@ def default_tools() -> ToolRegistry:
                     "I want to talk to a person",
                     "let me speak to a human agent",
                     "get me a real representative",
+                    "我要找人工客服",
                 ),
                 needs_identity=False,
                 triggers=re.compile(
-                    r"\b(human|person|people|agent|someone|somebody|representative|manager|staff|operator)\b",
+                    r"\b(human|person|people|agent|someone|somebody|representative|manager|staff|operator)\b"
+                    r"|人工|真人|客服|工作人员",
                     re.IGNORECASE,
                 ),
                 example='"I want to talk to a person" -> {"action":"handoff","reason":"shopper asked for a human"}',

@@ -1,5 +1,7 @@
 """Engine and sessions: one place that knows how to reach the database."""
 
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -80,3 +82,13 @@ def migrate(engine_or_url: Engine | str, revision: str = "head") -> None:
     with engine_or_url.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def copy_sqlite_file(src: Path, dst: Path) -> None:
+    """A consistent copy of a SQLite database file (a private store for a test or an eval scenario)."""
+    wal = src.with_name(src.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        shutil.copyfile(src, dst)
+        return
+    with sqlite3.connect(src) as source, sqlite3.connect(dst) as target:  # pending WAL: copy by backup
+        source.backup(target)

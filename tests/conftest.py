@@ -23,8 +23,6 @@ PostgreSQL (127.0.0.1:5432, database ``test``; override with SHOPDESK_TEST_PG_UR
 
 import os
 import secrets
-import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -35,7 +33,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
 from commerce.seed import SeedReport, seed_store
-from shopdesk.db import make_engine, migrate
+from shopdesk.db import copy_sqlite_file, make_engine, migrate
 from shopdesk.settings import Settings
 
 PG_URL = os.environ.get("SHOPDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -80,19 +78,10 @@ def seed_report(_seeded: tuple[Engine, SeedReport, Path]) -> SeedReport:
     return _seeded[1]
 
 
-def _copy_sqlite(src: Path, dst: Path) -> None:
-    wal = src.with_name(src.name + "-wal")
-    if not wal.exists() or wal.stat().st_size == 0:
-        shutil.copyfile(src, dst)
-        return
-    with sqlite3.connect(src) as s, sqlite3.connect(dst) as d:  # someone wrote: copy consistently
-        s.backup(d)
-
-
 @pytest.fixture
 def store_db(_seeded: tuple[Engine, SeedReport, Path], tmp_path: Path) -> Iterator[Engine]:
     dst = tmp_path / "store.db"
-    _copy_sqlite(_seeded[2], dst)
+    copy_sqlite_file(_seeded[2], dst)
     engine = make_engine(f"sqlite:///{dst}")
     yield engine
     engine.dispose()

@@ -106,6 +106,65 @@ async def test_a_draft_that_omits_the_key_facts_is_replaced(store_db, settings):
     assert message["replaced"] is True and "processed" in message["text"]
 
 
+def _counter(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_an_unsupported_draft_is_regenerated_once_under_a_stricter_instruction(store_db, settings):
+    backend = ScriptedBackend(
+        [
+            {"action": "order_status", "order_id": "#W2611340"},
+            "Order #W2611340 is processed, it arrives on 2026-12-24. Call 1-800-555-0199.",
+            "Order #W2611340 is processed, tracking number 357962501027.",
+        ]
+    )
+    before = {n: _counter(f"shopdesk_replies_{n}_total") for n in ("checked", "repaired", "replaced")}
+    agent = Agent(backend, store_db, settings)
+    events = await turn(agent, new_conversation(store_db, JAMES), "where is my order #W2611340?")
+    message = final(events)
+    streamed = "".join(e["text"] for e in of_type(events, "token"))
+    assert "1-800-555-0199" in streamed  # the shopper saw the draft stream...
+    assert message["replaced"] is True  # ...and the checked reply replaces it
+    assert message["text"] == "Order #W2611340 is processed, tracking number 357962501027."
+    strict = backend.calls[-1]["messages"][-1]["content"]
+    assert "1-800-555-0199" in strict and "Do not write any other number" in strict
+    assert _counter("shopdesk_replies_checked_total") == before["checked"] + 1
+    assert _counter("shopdesk_replies_repaired_total") == before["repaired"] + 1
+    assert _counter("shopdesk_replies_replaced_total") == before["replaced"]
+    with Session(store_db) as db:
+        row = db.get(Message, message["id"])
+        attempts = [s for s in row.meta["steps"] if s["type"] == "grounding"]  # type: ignore[union-attr]
+    assert [a["attempt"] for a in attempts] == ["draft", "regenerated"]
+    assert attempts[0]["unsupported"] == ["2026-12-24", "1-800-555-0199"] and attempts[1]["ok"] is True
+
+
+async def test_a_regeneration_that_still_invents_is_replaced_by_the_template(store_db, settings):
+    backend = ScriptedBackend(
+        [
+            {"action": "order_status", "order_id": "#W2611340"},
+            "Order #W2611340 ships on Nov 30, 2026.",
+            "Order #W2611340 costs $12.00.",
+        ]
+    )
+    before = _counter("shopdesk_replies_replaced_total")
+    agent = Agent(backend, store_db, settings)
+    message = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?"))
+    assert message["replaced"] is True
+    assert message["text"].startswith("Order #W2611340 is processed.") and "12.00" not in message["text"]
+    assert _counter("shopdesk_replies_replaced_total") == before + 1
+
+
+async def test_a_free_answer_with_an_invented_phone_number_never_reaches_the_shopper(store_db, settings):
+    backend = ScriptedBackend(
+        [{"action": "answer"}, "Call us at (555) 010-2000.", "Our number is 555 010 2000."]
+    )
+    agent = Agent(backend, store_db, settings)
+    message = final(await turn(agent, new_conversation(store_db, None), "hello, can I call you?"))
+    assert message["replaced"] is True and "555" not in message["text"]
+
+
 async def test_facts_style_replies_with_the_stores_own_sentences(store_db, settings):
     facts = settings.model_copy(update={"llm_answer_style": "facts"})
     backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}])

@@ -93,12 +93,12 @@ async def test_cancel_request_decision_is_valid_and_nothing_changes_without_yes(
 
 @pytest.fixture(scope="module")
 def routed_agent_parts():  # type: ignore[no-untyped-def]
+    from bot.router import default_router
     from retrieval.knowledge import policy_documents
     from retrieval.search import Retriever
-    from server import _intent_router
 
     docs, _ = policy_documents()
-    return Retriever.from_documents(docs), _intent_router()
+    return Retriever.from_documents(docs), default_router()
 
 
 @pytest.mark.parametrize(

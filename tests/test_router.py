@@ -2,19 +2,24 @@
 
 import pytest
 
-from bot.router import SMALL_TALK, IntentRouter
-from bot.tools import default_tools
+from bot.router import IntentRouter, default_router
 
 
 @pytest.fixture(scope="module")
 def router() -> IntentRouter:
-    from retrieval.embed import get_embedder
-
-    utterances = {t.name: t.utterances for t in default_tools().all()} | {"answer": SMALL_TALK}
-    return IntentRouter(get_embedder(), utterances)
+    return default_router()
 
 
-ALL = ["verify_guest", "list_orders", "order_status", "cancel_order", "search_knowledge", "handoff", "answer"]
+ALL = [
+    "verify_guest",
+    "list_orders",
+    "order_status",
+    "cancel_order",
+    "search_knowledge",
+    "handoff",
+    "answer",
+    "decline",
+]
 
 
 @pytest.mark.parametrize(
@@ -28,6 +33,8 @@ ALL = ["verify_guest", "list_orders", "order_status", "cancel_order", "search_kn
         ("I need a human, now", "handoff"),
         ("hello!", "answer"),
         ("my email is james.li4495@example.com", "verify_guest"),
+        ("Can you write me a haiku about autumn?", "decline"),
+        ("What's the weather like in Paris?", "decline"),
     ],
 )
 def test_router_puts_the_intended_action_first(router, text, expected):

@@ -60,6 +60,10 @@ class ScriptedBackend:
     def push(self, *items: ScriptItem) -> None:
         self._queue.extend(items)
 
+    def reset(self) -> None:
+        """Forget what is left of the script (a scenario turn scripts its own replies)."""
+        self._queue.clear()
+
     def _next(self, messages: list[Message], tools: list[ToolSpec] | None, schema: dict | None) -> ScriptItem:
         if self._queue:
             return self._queue.popleft()
