@@ -236,7 +236,7 @@ class Agent:
         identity: str,
         turn: "_Turn",
     ) -> dict[str, Any]:
-        verdict = self._router_verdict(conv, text)
+        verdict = self._sure_decision(conv, text, user_texts)
         if verdict is not None:
             turn.steps.append({"type": "decision", "router": True, "valid": True, "decision": verdict})
             return verdict
@@ -262,19 +262,41 @@ class Agent:
         turn.steps.append({"type": "decision", "raw": raw[:500], "valid": True, "decision": decision})
         return decision
 
-    def _router_verdict(self, conv: Conversation, text: str) -> dict[str, Any] | None:
-        """Decisions with nothing for a model to fill in, taken when the router is sure: an
-        off-topic request is declined, and a guest asking for an account action must verify first."""
+    def _sure_decision(self, conv: Conversation, text: str, user_texts: list[str]) -> dict[str, Any] | None:
+        """Decisions that leave a model nothing to choose, taken in code.
+
+        A guest who writes an email, or a name and a zip, is verifying. With the router: an off-topic
+        request is declined, a guest asking for an account action must verify first, and an action
+        that needs an order number the shopper has not given asks for it.
+        """
+        if conv.customer_id is None and "verify_guest" in self.tools:
+            given = slot_values([text])
+            if given["email"]:
+                return {"action": "verify_guest", "email": given["email"][0]}
+            pairs = slots.name_pairs(text)
+            if pairs and given["zip"]:
+                first, last = pairs[0]
+                return {
+                    "action": "verify_guest",
+                    "first_name": first,
+                    "last_name": last,
+                    "zip": given["zip"][0],
+                }
         if self.router is None:
             return None
         requested = [t for t in self.tools.all() if t.requested_in(text)]
-        candidates = [t.name for t in requested if t.available_to(conv)]
+        available = {t.name: t for t in requested if t.available_to(conv)}
         locked = [t.name for t in requested if t.needs_identity and conv.customer_id is None]
-        ranked = self.router.rank(text, candidates + locked + ["answer", "decline"])
+        ranked = self.router.rank(text, [*available, *locked, "answer", "decline"])
         if ranked[0] == "decline":
             return {"action": "decline"}
         if ranked[0] in locked:
             return {"action": "ask", "need": "identity"}
+        top = available.get(ranked[0])
+        # ...unless the help pages may answer it ("how do I change the address of an order?").
+        general = [name for name in ranked if name in available and not available[name].needs_identity]
+        if top is not None and not general and "order_id" in top.missing_slots(slot_values(user_texts)):
+            return {"action": "ask", "need": "order_id"}
         return None
 
     def _decision_schema(
@@ -296,7 +318,10 @@ class Agent:
             # The router's sure verdicts (decline first, a guest's account action) never get here.
             ranked = self.router.rank(text, [t.name for t in offered] + ["answer", "decline"])
             by_name = {t.name: t for t in offered}
-            offered = [by_name[name] for name in ranked if name in by_name]
+            # Actions named in so many words ("cancel", "a person") stay on offer whatever the
+            # router thinks; the rest only when it finds them likely.
+            named = [t for t in offered if t.triggers is not None]
+            offered = named + [by_name[n] for n in ranked if n in by_name and by_name[n].triggers is None]
             free_answer = "answer" in ranked  # small talk: only when the router finds it plausible
             decline = "decline" in ranked
         offered.sort(key=lambda t: t.triggers is None)  # stable: router order within each group
@@ -307,13 +332,17 @@ class Agent:
                 actions.append(f"{tool.name}: {tool.description}")
                 if tool.example:
                     examples.append(tool.example)
-        needs = ["order_id", "clarification"] + (["identity"] if conv.customer_id is None else [])
-        branches.append(_ask_branch(needs))
-        actions.append("ask: ask the shopper for missing information")
+        # Asking is on offer only when something is missing: the likeliest action lacks a value the
+        # shopper has not given, or no action can run at all (a small model asks too readily).
+        top_missing = offered[0].missing_slots(backing) if offered else {"all"}
+        if not branches or top_missing:
+            needs = ["order_id", "clarification"] + (["identity"] if conv.customer_id is None else [])
+            branches.append(_ask_branch(needs))
+            actions.append("ask: ask the shopper for missing information")
         if decline:
             branches.append(_DECLINE_BRANCH)
             actions.append("decline: politely decline a request that is not about this store")
-        if free_answer or len(branches) == 1:
+        if free_answer or not branches:
             branches.append(
                 {
                     "type": "object",

@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -514,7 +515,9 @@ def make_runner(
 
     def cleanup() -> None:
         for backend in backends:
-            asyncio.run(backend.aclose())
+            # Called from plain code (the CLI) or from inside an event loop (async tests).
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, backend.aclose()).result()
         holder.cleanup()
 
     return runner, cleanup

@@ -113,6 +113,21 @@ class Tool:
         signed_in = conversation.customer_id is not None
         return not (self.needs_identity and not signed_in) and not (self.guest_only and signed_in)
 
+    def missing_slots(self, backing: dict[str, list[str]]) -> set[str]:
+        """Slots this tool needs (in every argument set) that the shopper has given no value for."""
+        schema = args_schema(self.args_model)
+        fields = schema.get("properties", {})
+        sets = self.arg_sets or [[n for n in fields if n in schema.get("required", [])]]
+        per_set = [
+            {
+                fields[n].get("slot")
+                for n in names
+                if fields[n].get("slot") and not backing.get(fields[n]["slot"])
+            }
+            for names in sets
+        ]
+        return set.intersection(*per_set) if per_set else set()
+
     def decision_branches(self, backing: dict[str, list[str]]) -> list[dict[str, Any]]:
         """Grammar branches for this tool in which every slot argument is one the shopper wrote."""
         schema = args_schema(self.args_model)
