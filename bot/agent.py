@@ -293,9 +293,19 @@ class Agent:
         if ranked[0] in locked:
             return {"action": "ask", "need": "identity"}
         top = available.get(ranked[0])
+        backing = slot_values(user_texts)
+        named_branches = top.decision_branches(backing) if top is not None and top.triggers else []
+        if top is not None and named_branches:
+            # An action named in so many words ("cancel", "a person") and the router's first pick:
+            # the arguments are the shopper's own latest values; writes still wait for a yes.
+            decision: dict[str, Any] = {"action": top.name}
+            for name, prop in named_branches[0]["properties"].items():
+                if name != "action":
+                    decision[name] = prop["enum"][0] if "enum" in prop else text[:200]
+            return decision
         # ...unless the help pages may answer it ("how do I change the address of an order?").
         general = [name for name in ranked if name in available and not available[name].needs_identity]
-        if top is not None and not general and "order_id" in top.missing_slots(slot_values(user_texts)):
+        if top is not None and not general and "order_id" in top.missing_slots(backing):
             return {"action": "ask", "need": "order_id"}
         return None
 
