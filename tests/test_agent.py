@@ -224,7 +224,7 @@ async def test_guest_must_verify_before_account_data(store_db, settings):
     backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}])
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, None)
-    events = await turn(agent, conv, "Where is my order #W2611340?")
+    events = await turn(agent, conv, "Where is my order #W2611340?")  # a model that obeys anyway
     assert not of_type(events, "card")
     assert "verify" in final(events)["text"].lower()
     assert "processed" not in final(events)["text"].lower()
@@ -232,12 +232,13 @@ async def test_guest_must_verify_before_account_data(store_db, settings):
     offered = {b["properties"]["action"].get("const") for b in branches}
     assert "order_status" not in offered and "cancel_order" not in offered
 
-    # A made-up email is not verified; the shopper's real one is.
-    backend.push({"action": "verify_guest", "email": "nobody@example.com"})
+    # A guest writing an email is verifying (decided in code, no model call): a made-up email is
+    # not verified; the shopper's real one is.
+    decisions = len(backend.calls)
     events = await turn(agent, conv, "my email is nobody@example.com")
     assert "couldn't verify" in final(events)["text"]
-    backend.push({"action": "verify_guest", "email": "james.li4495@example.com"}, "Thanks James!")
     await turn(agent, conv, "sorry, it is james.li4495@example.com")
+    assert [c for c in backend.calls[decisions:] if c["response_schema"] is not None] == []
     with Session(store_db) as db:
         bound = db.get(Conversation, conv)
         assert bound.customer_id == JAMES and bound.identity == "verified_guest"
@@ -249,13 +250,12 @@ async def test_guest_must_verify_before_account_data(store_db, settings):
 
 
 async def test_guest_verification_by_name_and_zip(store_db, settings):
-    backend = ScriptedBackend(
-        [{"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "99999"}]
-    )
+    backend = ScriptedBackend()
     agent = Agent(backend, store_db, settings)
     conv = new_conversation(store_db, None)
-    events = await turn(agent, conv, "I'm James Li, zip 99999")
-    assert "couldn't verify" in final(events)["text"]
+    events = await turn(agent, conv, "I'm James Li, zip 99999")  # name + zip: verified in code
+    assert "couldn't verify" in final(events)["text"] and backend.calls == []
+    # Only a zip: the model fills the name from what the shopper wrote before.
     backend.push(
         {"action": "verify_guest", "first_name": "James", "last_name": "Li", "zip": "10083"}, "Welcome."
     )
