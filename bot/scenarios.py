@@ -462,6 +462,8 @@ def make_runner(
     from bot.llm import create_backend
     from bot.llm.scripted import ScriptedBackend
     from bot.router import default_router
+    from commerce import fraud
+    from recsys import store as recsys_store
     from retrieval.knowledge import build_store_index, get_store_retriever
 
     holder = tempfile.TemporaryDirectory(prefix="shopdesk-eval-", dir=workdir)
@@ -478,6 +480,12 @@ def make_runner(
     )
     template_engine = make_engine(f"sqlite:///{template}")
     build_store_index(template_engine, eval_settings)
+    # Recommendations as the product serves them: trained once on this store, reused while it holds.
+    if not recsys_store.is_current(template_engine, eval_settings):
+        recsys_store.train_store(template_engine, eval_settings)
+    # The risk gate scores with the trained model, as in production (rules alone only as a fallback).
+    if fraud.load_model(eval_settings) is None:
+        fraud.train_store_model(template_engine, eval_settings)
     template_engine.dispose()
     router = None
     if not settings.llm_native_tools:

@@ -30,6 +30,8 @@ class ToolContext:
     user_texts: list[str]  # everything the shopper wrote in this conversation, oldest first
     # Opens the store's retriever (retrieval.search.Retriever) on first use; None: not configured.
     retriever: Callable[[], Any] | None = None
+    settings: Any = None  # shopdesk.settings.Settings of the running agent (None: the process's)
+    cleared_order: str | None = None  # an order the shopper just proved they hold (risk step-up)
 
     @property
     def customer_id(self) -> str | None:
@@ -396,6 +398,11 @@ async def propose_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
             card=order_card(view),
             audit={"reason": f"status_{order.status}"},
         )
+    from bot import risk
+
+    stopped = risk.gate(ctx, order, "cancel", "cancel_order", args.model_dump())
+    if stopped is not None:
+        return stopped
     summary = (
         f"Cancel order {order.id} ({len(view['items'])} items, ${view['total']:.2f}), reason: {args.reason}. "
         "The refund goes back to the original payment method."
@@ -426,6 +433,62 @@ async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
     return ToolResult(
         outcome="confirmed",
         text=f"Done: order {order.id} is cancelled. The refund of ${view['total']:.2f} goes back to the original payment method.",
+        data=view,
+        card=order_card(view),
+    )
+
+
+async def propose_return(args: OrderArgs, ctx: ToolContext) -> ToolResult:
+    order, why = _owned_order(ctx, args.order_id)
+    if order is None:
+        return not_found(args.order_id, why)
+    view = orders.order_view(ctx.db, order)
+    try:
+        orders.check_returnable(ctx.db, order)
+    except orders.OrderNotReturnable as exc:
+        return ToolResult(
+            outcome="refused",
+            text=f"Order {order.id} can't be returned: {exc.why}.",
+            data=view,
+            card=order_card(view),
+            audit={"reason": "not_returnable"},
+        )
+    from bot import risk
+
+    stopped = risk.gate(ctx, order, "return", "return_order", args.model_dump())
+    if stopped is not None:
+        return stopped
+    names = ", ".join(i["name"] for i in view["items"])
+    summary = (
+        f"Return order {order.id} ({names}, ${view['total']:.2f}). We email you a prepaid label, and the "
+        "refund goes to the original payment method once the items are back."
+    )
+    return ToolResult(
+        outcome="proposed",
+        text=summary + " Shall I go ahead? Please answer yes or no.",
+        data=view,
+        card=order_card(view),
+        proposal={
+            "tool": "return_order",
+            "args": args.model_dump(),
+            "customer_id": ctx.customer_id,
+            "summary": summary,
+        },
+    )
+
+
+async def execute_return(args: OrderArgs, ctx: ToolContext) -> ToolResult:
+    order, why = _owned_order(ctx, args.order_id)
+    if order is None:
+        return not_found(args.order_id, why)
+    try:
+        order = orders.request_return(ctx.db, order.id)
+    except orders.OrderNotReturnable as exc:
+        return ToolResult(outcome="refused", text=f"Order {order.id} can no longer be returned: {exc.why}.")
+    view = orders.order_view(ctx.db, order)
+    return ToolResult(
+        outcome="confirmed",
+        text=f"Done: the return of order {order.id} is requested. We'll email you a prepaid label.",
         data=view,
         card=order_card(view),
     )
@@ -514,6 +577,8 @@ async def handoff(args: HandoffArgs, ctx: ToolContext) -> ToolResult:
 
 
 def default_tools() -> ToolRegistry:
+    from bot.catalog_tools import catalog_tools
+
     return ToolRegistry(
         [
             Tool(
@@ -583,6 +648,21 @@ def default_tools() -> ToolRegistry:
                 ),
             ),
             Tool(
+                "return_order",
+                "Return one of the shopper's delivered orders within 30 days of delivery (asks for confirmation).",
+                OrderArgs,
+                propose_return,
+                execute=execute_return,
+                utterances=(
+                    "I want to return my order #W1234567",
+                    "please start a return for order #W7654321",
+                    "I'd like to send my order back",
+                    "我想退货，订单#W1234567",
+                ),
+                triggers=re.compile(r"\breturn|send (?:it|them|this|the \w+) back|退货|退回", re.IGNORECASE),
+                example='"I want to return #W7654321" -> {"action":"return_order","order_id":"#W7654321"}',
+            ),
+            Tool(
                 "search_knowledge",
                 "Look up the store's policies (returns, shipping, payments, warranty...) and product pages.",
                 SearchArgs,
@@ -595,6 +675,7 @@ def default_tools() -> ToolRegistry:
                     "when will I get my refund?",
                     "is there a warranty on electronics?",
                     "how do I exchange an item for another size?",
+                    "can I exchange my shoes for a different product?",
                     "what are your opening hours and how can I contact you?",
                     "do you offer price adjustments if the price drops?",
                     "how do you use my personal data?",
@@ -624,5 +705,6 @@ def default_tools() -> ToolRegistry:
                 ),
                 example='"I want to talk to a person" -> {"action":"handoff","reason":"shopper asked for a human"}',
             ),
+            *catalog_tools(),
         ]
     )

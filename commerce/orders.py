@@ -178,3 +178,54 @@ def cancel_order(db: Session, order_id: str, reason: str, *, now: datetime | Non
     db.add(order)
     db.flush()
     return order
+
+
+RETURN_WINDOW_DAYS = 30  # knowledge/policies/returns-and-exchanges.md: "within 30 days of the delivery date"
+
+
+class OrderNotReturnable(Exception):
+    """Why an order cannot be returned now: its status, or the window has closed."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def delivered_on(db: Session, order: Order) -> datetime | None:
+    """When the order's last parcel arrived (None while any parcel is on its way)."""
+    shipments = db.exec(select(Shipment).where(Shipment.order_id == order.id)).all()
+    dates = [s.delivered_at for s in shipments]
+    if not dates or any(d is None for d in dates):
+        return None
+    latest = max(d for d in dates if d is not None)
+    return latest if latest.tzinfo else latest.replace(tzinfo=UTC)
+
+
+def check_returnable(db: Session, order: Order, *, now: datetime | None = None) -> datetime:
+    """The delivery date of a returnable order; raises OrderNotReturnable otherwise."""
+    if order.status != "delivered":
+        raise OrderNotReturnable(f"it is {order.status}; only delivered orders can be returned")
+    delivered = delivered_on(db, order)
+    if delivered is None:
+        raise OrderNotReturnable("it has no delivery date yet")
+    at = now or datetime.now(UTC)
+    if (at - delivered).days > RETURN_WINDOW_DAYS:
+        raise OrderNotReturnable(
+            f"it was delivered on {delivered.date().isoformat()}, more than {RETURN_WINDOW_DAYS} days ago"
+        )
+    return delivered
+
+
+def request_return(db: Session, order_id: str, *, now: datetime | None = None) -> Order:
+    """Mark a delivered order "return requested" (the label and the refund follow when the parcel is
+    back). Raises OrderNotFound and OrderNotReturnable. Flushes, never commits."""
+    oid = normalize_order_id(order_id)
+    order = db.exec(select(Order).where(Order.id == oid).with_for_update()).first() if oid else None
+    if order is None:
+        raise OrderNotFound(order_id)
+    check_returnable(db, order, now=now)
+    order.status = "return requested"
+    order.updated_at = now or datetime.now(UTC)
+    db.add(order)
+    db.flush()
+    return order

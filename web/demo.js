@@ -40,6 +40,17 @@
       const list = el("ul");
       for (const o of card.orders) list.appendChild(el("li", "", `${o.id} · ${o.status} · ${o.items} items · $${Number(o.total).toFixed(2)}`));
       box.appendChild(list);
+    } else if (card.kind === "products") {
+      box.appendChild(el("strong", "", "Suggestions"));
+      const list = el("ul");
+      for (const p of card.items || []) {
+        const opts = Object.entries(p.options || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+        list.appendChild(el("li", "", `${p.name}${opts ? " (" + opts + ")" : ""} · $${Number(p.price).toFixed(2)} · ${p.reason}`));
+      }
+      box.appendChild(list);
+    } else if (card.kind === "restock") {
+      box.appendChild(el("strong", "", card.label || "Stock"));
+      box.appendChild(el("div", "", card.text || ""));
     } else {
       box.textContent = JSON.stringify(card);
     }

@@ -1,0 +1,91 @@
+"""The bot's catalog tools: recommendations (and the stock outlook) for the session's shopper."""
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from bot.agent import Agent
+from bot.catalog_tools import recommendation_query
+from bot.llm.scripted import ScriptedBackend
+from commerce.models import Conversation, OrderItem, Variant
+from shopdesk.settings import Settings
+
+JAMES = "james_li_5688"
+
+
+def new_conversation(engine, customer_id: str | None) -> str:  # type: ignore[no-untyped-def]
+    with Session(engine) as db:
+        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer")
+        db.add(conv)
+        db.commit()
+        return conv.id
+
+
+async def run(agent: Agent, conv: str, text: str) -> list[dict[str, Any]]:
+    return [e async for e in agent.run_turn(conv, text)]
+
+
+@pytest.fixture
+def trained(store_db, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
+    from recsys.serve import clear_cache
+    from recsys.store import train_store
+
+    settings = Settings(
+        _env_file=None, var_dir=tmp_path, database_url=str(store_db.url), llm_backend="scripted"
+    )  # type: ignore[call-arg]
+    train_store(store_db, settings, content=False)
+    clear_cache()
+    return settings
+
+
+@pytest.mark.parametrize(
+    "text,query",
+    [
+        ("Can you recommend something?", None),
+        ("what should I buy next?", None),
+        ("suggest something for camping", "camping"),
+        ("any ideas for a gift for my dad who likes coffee?", "gift dad who likes coffee"),
+        ("你有什么推荐的商品吗？", None),
+    ],
+)
+def test_the_query_is_what_the_shopper_is_looking_for(text: str, query: str | None) -> None:
+    assert recommendation_query(text) == query
+
+
+async def test_recommendations_for_the_signed_in_customer_are_real_and_available(store_db, trained) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend([{"action": "recommend_products"}])
+    agent = Agent(backend, store_db, trained)
+    events = await run(agent, new_conversation(store_db, JAMES), "can you recommend something for me?")
+    card = next(e["card"] for e in events if e["type"] == "card")
+    message = next(e for e in events if e["type"] == "message")
+    assert card["kind"] == "products" and 1 <= len(card["items"]) <= 4
+    assert message["text"].startswith("Here are some picks for you:")
+    with Session(store_db) as db:
+        mine = _orders_of(db, JAMES)
+        bought = {row.variant_id for row in db.exec(select(OrderItem)).all() if row.order_id in mine}
+        for item in card["items"]:
+            variant = db.get(Variant, item["variant_id"])
+            assert variant is not None and variant.available and variant.price == item["price"]
+            assert item["name"] in message["text"] and f"${item['price']:.2f}" in message["text"]
+            assert item["reason"]
+            # A past purchase only ever appears labelled as one.
+            assert (item["variant_id"] in bought) == (item["reason_kind"] == "bought_before")
+
+
+def _orders_of(db: Session, customer_id: str) -> set[str]:
+    from commerce.models import Order
+
+    return set(db.exec(select(Order.id).where(Order.customer_id == customer_id)).all())
+
+
+async def test_a_guest_gets_popular_products_marked_as_such(store_db, trained) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend([{"action": "recommend_products"}])
+    agent = Agent(backend, store_db, trained)
+    events = await run(agent, new_conversation(store_db, None), "any gift ideas?")
+    message = next(e for e in events if e["type"] == "message")
+    assert message["text"].startswith("Here are some of our popular products right now:")
+    card = next(e["card"] for e in events if e["type"] == "card")
+    assert all(item["reason_kind"] == "popular" for item in card["items"])
