@@ -77,8 +77,84 @@ async def recommend_products(args: RecommendArgs, ctx: ToolContext) -> ToolResul
     )
 
 
-def variant_label(variant: Variant, product_name: str) -> str:
-    return f"{product_name} ({_options_text(variant.options)})" if variant.options else product_name
+class StockArgs(BaseModel):
+    pass
+
+
+MAX_OUTLOOKS = 4
+
+
+def _outlook_sentence(outlook: Any, discontinued: bool) -> str:
+    """One sentence for the shopper: in stock, a restock window, or plainly no date (no internals)."""
+    label = (
+        f"{outlook.product_name} ({_options_text(outlook.options)})"
+        if outlook.options
+        else outlook.product_name
+    )
+    if outlook.in_stock:
+        return f"{label} is in stock."
+    if outlook.restock_earliest and outlook.restock_latest:
+        window = f"between {outlook.restock_earliest.isoformat()} and {outlook.restock_latest.isoformat()}"
+        if outlook.basis == "purchase_order":
+            return f"{label} is out of stock; a delivery is on its way and we expect it back {window}."
+        return f"{label} is out of stock; no delivery is scheduled yet, so our best estimate is {window}."
+    if discontinued:
+        return f"{label} is out of stock and is no longer made, so it will not be restocked."
+    return f"{label} is out of stock, and we don't have a restock date for it yet."
+
+
+async def stock_outlook(args: StockArgs, ctx: ToolContext) -> ToolResult:
+    """Stock and restock dates of the variants the shopper named ("the blue M t-shirt")."""
+    from commerce.inventory import find_variants
+    from commerce.inventory import stock_outlook as outlook_of
+    from commerce.models import SupplierItem
+    from shopdesk.settings import get_settings
+
+    settings = ctx.settings or get_settings()
+    variants: list[Variant] = []
+    for text in reversed(ctx.user_texts[-3:]):  # this message first, then what came just before
+        variants = find_variants(ctx.db, text)
+        if variants:
+            break
+    if not variants:
+        return ToolResult(
+            outcome="invalid",
+            text="Which product do you mean? Tell me its name and, if you know them, the options (like colour and size).",
+            audit={"reason": "no_product"},
+        )
+    # In-stock versions first: a shopper asking "is it available" wants those; then the rest.
+    outlooks = [outlook_of(ctx.db, settings, v.id) for v in variants]
+    outlooks.sort(key=lambda o: (not o.in_stock, o.restock_earliest or o.as_of))
+    shown = outlooks[:MAX_OUTLOOKS]
+    sentences = []
+    for outlook in shown:
+        supplier = ctx.db.get(SupplierItem, outlook.variant_id)
+        sentences.append(_outlook_sentence(outlook, bool(supplier and supplier.discontinued)))
+    more = len(outlooks) - len(shown)
+    if more:
+        sentences.append(
+            f"{more} more version{'s' if more != 1 else ''} of it match; tell me the options to narrow it down."
+        )
+    items = [
+        {
+            "variant_id": o.variant_id,
+            "name": o.product_name,
+            "options": o.options,
+            "in_stock": o.in_stock,
+            "restock_earliest": o.restock_earliest.isoformat() if o.restock_earliest else None,
+            "restock_latest": o.restock_latest.isoformat() if o.restock_latest else None,
+            "has_estimate": o.restock_earliest is not None,
+        }
+        for o in shown
+    ]
+    text = " ".join(sentences)
+    return ToolResult(
+        outcome="ok",
+        text=text,
+        data={"outlooks": [o.model_dump(mode="json") for o in shown]},
+        card={"kind": "restock", "label": shown[0].product_name, "text": text, "items": items},
+        audit={"variants": [o.variant_id for o in shown], "bases": [o.basis for o in shown]},
+    )
 
 
 def catalog_tools() -> list[Tool]:
@@ -99,5 +175,21 @@ def catalog_tools() -> list[Tool]:
                 "你有什么推荐的商品吗？",
             ),
             example='"can you recommend something?" -> {"action":"recommend_products"}',
+        ),
+        Tool(
+            "stock_outlook",
+            "Whether a product the shopper names is in stock, and when a sold-out one is expected back.",
+            StockArgs,
+            stock_outlook,
+            needs_identity=False,
+            utterances=(
+                "when will the blue M t-shirt be back in stock?",
+                "is the black office chair available?",
+                "do you have the hiking boots in size 10?",
+                "when do you restock the electric kettle?",
+                "is this item sold out?",
+                "这个商品什么时候有货？",
+            ),
+            example='"when is the red kettle back in stock?" -> {"action":"stock_outlook"}',
         ),
     ]

@@ -89,3 +89,40 @@ async def test_a_guest_gets_popular_products_marked_as_such(store_db, trained) -
     assert message["text"].startswith("Here are some of our popular products right now:")
     card = next(e["card"] for e in events if e["type"] == "card")
     assert all(item["reason_kind"] == "popular" for item in card["items"])
+
+
+async def test_stock_outlook_answers_with_the_stores_restock_window(store_db) -> None:  # type: ignore[no-untyped-def]
+    from commerce.inventory import find_variants
+    from commerce.inventory import stock_outlook as outlook_of
+
+    settings = Settings(_env_file=None, llm_backend="scripted")  # type: ignore[call-arg]
+    with Session(store_db) as db:
+        sold_out = [v for v in db.exec(select(Variant).where(Variant.available == False)).all()]  # noqa: E712
+        outlooks = [outlook_of(db, settings, v.id) for v in sold_out]
+    windowed = next(o for o in outlooks if o.restock_earliest is not None)
+    undated = next(o for o in outlooks if o.restock_earliest is None)
+    for outlook in (windowed, undated):
+        words = " ".join([outlook.product_name, *outlook.options.values()])
+        with Session(store_db) as db:
+            assert outlook.variant_id in [v.id for v in find_variants(db, words)]
+        agent = Agent(ScriptedBackend([{"action": "stock_outlook"}]), store_db, settings)
+        events = await run(agent, new_conversation(store_db, None), f"when is the {words} back in stock?")
+        card = next(e["card"] for e in events if e["type"] == "card")
+        text = next(e for e in events if e["type"] == "message")["text"]
+        item = next(i for i in card["items"] if i["variant_id"] == outlook.variant_id)
+        assert card["kind"] == "restock" and item["in_stock"] is False
+        if outlook.restock_earliest:
+            assert item["restock_earliest"] == outlook.restock_earliest.isoformat()
+            assert outlook.restock_earliest.isoformat() in text and outlook.restock_latest.isoformat() in text  # type: ignore[union-attr]
+        else:
+            assert item["has_estimate"] is False
+            assert "don't have a restock date" in text or "no longer made" in text
+        assert "PO-" not in text and "supplier" not in text.lower()  # purchasing internals stay inside
+
+
+async def test_stock_outlook_asks_which_product_when_none_is_named(store_db) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(_env_file=None, llm_backend="scripted")  # type: ignore[call-arg]
+    agent = Agent(ScriptedBackend([{"action": "stock_outlook"}]), store_db, settings)
+    events = await run(agent, new_conversation(store_db, None), "when is the flux capacitor back in stock?")
+    assert next(e for e in events if e["type"] == "message")["text"].startswith("Which product do you mean?")
+    assert not [e for e in events if e["type"] == "card"]
