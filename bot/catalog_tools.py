@@ -190,6 +190,11 @@ def catalog_tools() -> list[Tool]:
                 "is this item sold out?",
                 "这个商品什么时候有货？",
             ),
+            # Only on offer when the shopper asks about stock in so many words.
+            triggers=re.compile(
+                r"stock|availab|sold out|back in|\bdo you (?:still )?have\b|\bin size\b|有货|库存|到货|缺货|补货",
+                re.IGNORECASE,
+            ),
             example='"when is the red kettle back in stock?" -> {"action":"stock_outlook"}',
         ),
     ]
