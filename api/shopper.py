@@ -9,7 +9,7 @@ from sqlmodel import col, select
 
 from api.deps import SessionDep, SettingsDep, ShopperSession
 from bot import sessions
-from commerce.models import Customer, Message, Order
+from commerce.models import Customer, FraudLabel, Message, Order
 
 router = APIRouter(prefix="/api", tags=["shopper"])
 
@@ -75,15 +75,23 @@ def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0
 def demo_customers(
     db: SessionDep, settings: SettingsDep, limit: int = Query(12, ge=1, le=100)
 ) -> dict[str, Any]:
-    """Customers to sign in as on the demo page: those with a mix of orders, most interesting first."""
+    """Customers to sign in as on the demo page: those with a mix of orders, most interesting first.
+    Accounts in the labelled fraud history (generated attackers and their victims) are left out."""
     if not settings.demo_mode:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not a demo store")
     pending = func.sum(case((col(Order.status) == "pending", 1), else_=0))
     rows = db.exec(
         select(Customer.id, Customer.first_name, Customer.last_name, func.count(col(Order.id)), pending)
         .join(Order, col(Order.customer_id) == col(Customer.id))
+        .where(col(Customer.id).not_in(select(FraudLabel.customer_id)))
         .group_by(col(Customer.id), col(Customer.first_name), col(Customer.last_name))
-        .order_by(func.count(col(Order.id)).desc(), col(Customer.id))
+        # A mix of statuses first (something to track, cancel and return), then fewer orders (readable).
+        .order_by(
+            func.count(func.distinct(col(Order.status))).desc(),
+            pending.desc(),
+            func.count(col(Order.id)),
+            col(Customer.id),
+        )
         .limit(limit)
     ).all()
     orders_of: dict[str, list[dict[str, str]]] = {r[0]: [] for r in rows}

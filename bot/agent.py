@@ -380,6 +380,7 @@ class Agent:
         actions: list[str] = []
         examples: list[str] = []
         offered = [t for t in self.tools.available(conv) if t.requested_in(text)]
+        likeliest = offered[0] if offered else None
         free_answer = True
         decline = False  # off-topic requests get a fixed polite refusal (router-detected only)
         if self.router is not None:
@@ -390,6 +391,7 @@ class Agent:
             # router thinks; the rest only when it finds them likely.
             named = [t for t in offered if t.triggers is not None]
             offered = named + [by_name[n] for n in ranked if n in by_name and by_name[n].triggers is None]
+            likeliest = next((by_name[n] for n in ranked if n in by_name), None)
             free_answer = "answer" in ranked  # small talk: only when the router finds it plausible
             decline = "decline" in ranked
         offered.sort(key=lambda t: t.triggers is None)  # stable: router order within each group
@@ -402,7 +404,7 @@ class Agent:
                     examples.append(tool.example)
         # Asking is on offer only when something is missing: the likeliest action lacks a value the
         # shopper has not given, or no action can run at all (a small model asks too readily).
-        top_missing = offered[0].missing_slots(backing) if offered else {"all"}
+        top_missing = likeliest.missing_slots(backing) if likeliest else {"all"}
         if not branches or top_missing:
             needs = ["order_id", "clarification"] + (["identity"] if conv.customer_id is None else [])
             branches.append(_ask_branch(needs))
