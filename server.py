@@ -11,9 +11,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session, select
 
-from api import chat_ws, platform, shopper
+from api import chat_ws, platform, recommendations, shopper, storefront
+from api import forecast as forecast_api
+from api import fraud as fraud_api
 from bot.agent import Agent
 from bot.llm import ChatBackend, create_backend
+from bot.router import default_router
 from commerce.models import Customer
 from shopdesk.db import get_engine
 from shopdesk.redact import install_log_redaction
@@ -28,17 +31,6 @@ def _store_retriever(settings: Settings, engine):  # type: ignore[no-untyped-def
     from retrieval.knowledge import get_store_retriever
 
     return get_store_retriever(settings, engine)
-
-
-def _intent_router():  # type: ignore[no-untyped-def]
-    """Small models choose among the actions an embedding router finds likely (bot/router.py)."""
-    from bot.router import SMALL_TALK, IntentRouter
-    from bot.tools import default_tools
-    from retrieval.embed import get_embedder
-
-    tools = default_tools()
-    utterances = {t.name: t.utterances for t in tools.all()} | {"answer": SMALL_TALK}
-    return IntentRouter(get_embedder(), utterances)
 
 
 def create_app(
@@ -66,7 +58,7 @@ def create_app(
             engine,
             settings,
             retriever=lambda: _store_retriever(settings, engine),
-            router=None if settings.llm_native_tools else _intent_router,
+            router=None if settings.llm_native_tools else default_router,
         )
         try:
             yield
@@ -88,6 +80,10 @@ def create_app(
     app.include_router(shopper.router)
     app.include_router(chat_ws.router)
     app.include_router(platform.router)
+    app.include_router(fraud_api.router)
+    app.include_router(recommendations.router)
+    app.include_router(storefront.router)
+    app.include_router(forecast_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

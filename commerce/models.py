@@ -86,8 +86,9 @@ class Order(SQLModel, table=True):
     ship_address2: str = ""
     ship_city: str
     ship_state: str
-    ship_zip: str
+    ship_zip: str = Field(index=True)  # the fraud check looks up who else ships to an address
     ship_country: str = "USA"
+    ship_name: str | None = None  # the recipient when not the account holder (a fraud signal)
     cancel_reason: str | None = None
     cancelled_at: datetime | None = None
 
@@ -140,6 +141,91 @@ class DailySales(SQLModel, table=True):
     units: int
 
 
+# ---- purchasing ---------------------------------------------------------------------------------
+
+
+class SupplierItem(SQLModel, table=True):
+    """Who supplies a variant and how many days they take from our order to our dock: the restock
+    estimate when no purchase order is open, and the lead time of the reorder maths."""
+
+    variant_id: str = Field(foreign_key="variant.id", primary_key=True)
+    supplier: str = Field(max_length=100)
+    lead_time_min_days: int
+    lead_time_max_days: int
+    min_order_qty: int = 1
+    discontinued: bool = False  # the supplier no longer makes it: no restock is coming
+    updated_at: datetime
+
+
+class PurchaseOrder(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=16)  # "PO-100001"
+    supplier: str = Field(max_length=100)
+    status: str = Field(index=True, max_length=16)  # open | received | cancelled
+    ordered_at: datetime
+    expected_arrival: datetime  # the supplier's promised delivery at our warehouse
+    received_at: datetime | None = None
+
+
+class PurchaseOrderLine(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    purchase_order_id: str = Field(foreign_key="purchaseorder.id", index=True)
+    variant_id: str = Field(foreign_key="variant.id", index=True)
+    quantity: int
+
+
+# ---- fraud --------------------------------------------------------------------------------------
+
+
+class AddressChange(SQLModel, table=True):
+    """A shipping address changed on the account (order_id None) or on one order: a change shortly
+    before or after an order is the classic account-takeover step, so the scorer reads this history."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str = Field(foreign_key="customer.id", index=True)
+    order_id: str | None = Field(default=None, foreign_key="orders.id", index=True)
+    changed_at: datetime
+    channel: str = Field(default="web", max_length=16)  # web | chat | agent
+    old_address1: str = ""
+    old_zip: str = ""
+    address1: str
+    address2: str = ""
+    city: str
+    state: str
+    zip: str = Field(max_length=16)
+    country: str = "USA"
+    recipient_name: str | None = None
+
+
+class FraudLabel(SQLModel, table=True):
+    """Ground truth of the labelled history (commerce/fraud_history.py): one row per fraudulent order;
+    every other order is legitimate."""
+
+    order_id: str = Field(foreign_key="orders.id", primary_key=True, max_length=16)
+    customer_id: str = Field(foreign_key="customer.id", index=True)
+    # account_takeover | card_testing | refund_abuse | reshipping
+    pattern: str = Field(max_length=32, index=True)
+    case_id: str = Field(max_length=40, index=True)  # the orders of one fraud episode share it
+
+
+class RiskAssessment(SQLModel, table=True):
+    """A fraud score that was given (checkout or a bot action) with its decision and reasons: the audit.
+    No foreign keys, so the record outlives a reseed of the store."""
+
+    __table_args__ = (Index("ix_riskassessment_order_time", "order_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str | None = Field(default=None, max_length=16)
+    customer_id: str | None = Field(default=None, max_length=64, index=True)
+    action: str | None = Field(default=None, max_length=32)  # cancel | return | exchange | address_change
+    score: float
+    decision: str = Field(max_length=8)  # allow | review | block
+    reasons: list[dict[str, Any]] = _json(list)
+    model_version: str = Field(max_length=64)
+    rules_only: bool = False
+    conversation_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 # ---- conversations ------------------------------------------------------------------------------
 
 
@@ -178,4 +264,25 @@ class ToolCallRecord(SQLModel, table=True):
     outcome: str  # ok | refused | invalid | proposed | confirmed | declined | error
     result: dict[str, Any] = _json(dict)
     latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MessageFeedback(SQLModel, table=True):
+    """A shopper's thumbs up / down on one bot reply (the latest vote counts)."""
+
+    __table_args__ = (UniqueConstraint("conversation_id", "message_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    message_id: int = Field(foreign_key="message.id")
+    vote: str = Field(max_length=8)  # up | down
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConversationRating(SQLModel, table=True):
+    """The 1-5 satisfaction rating a shopper gives when the chat ends (one per conversation)."""
+
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=36)
+    rating: int
+    comment: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)

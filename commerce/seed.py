@@ -49,18 +49,24 @@ from sqlmodel import Session
 
 from commerce.models import (
     Address,
+    AddressChange,
     Conversation,
     Customer,
     DailySales,
+    FraudLabel,
     Order,
     OrderItem,
     Payment,
     PaymentMethod,
     Product,
+    PurchaseOrder,
+    PurchaseOrderLine,
     Shipment,
     ShipmentEvent,
+    SupplierItem,
     Variant,
 )
+from commerce.purchasing_seed import add_purchasing
 from shopdesk.settings import Settings, get_settings
 
 # Parents first: the insert order. Deletion runs in reverse.
@@ -75,7 +81,12 @@ STORE_MODELS: tuple[type, ...] = (
     Shipment,
     ShipmentEvent,
     Payment,
+    AddressChange,
+    FraudLabel,
     DailySales,
+    SupplierItem,
+    PurchaseOrder,
+    PurchaseOrderLine,
 )
 STORE_TABLES: tuple[Table, ...] = tuple(m.__table__ for m in STORE_MODELS)  # type: ignore[attr-defined]
 
@@ -748,6 +759,10 @@ def _seed_on(conn: Connection, settings: Settings, reset: bool) -> SeedReport:
     _check_schema(conn)
     data = load_seed_file(settings)
     rows = generate_store(data, settings.seed, store_today(settings))
+    from commerce.fraud_history import add_fraud_history  # late: it builds on this module's helpers
+
+    add_fraud_history(rows, settings.seed, store_today(settings))  # the labelled fraud history
+    add_purchasing(rows, settings.seed, store_today(settings))  # suppliers, lead times, purchase orders
     timings["generate"] = _time.perf_counter() - t0
     t1 = _time.perf_counter()
     links: dict[str, str] = {}

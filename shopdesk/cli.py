@@ -66,14 +66,15 @@ def serve(
             stop_vllm(vllm_process)
 
 
-def _start_vllm_for(settings: Settings) -> tuple[Settings, Any]:
-    """A vLLM server of our own for this web process (`make run LLM=vllm`), and settings pointing at it."""
+def _start_vllm_for(settings: Settings, out: Console = console) -> tuple[Settings, Any]:
+    """A vLLM server of our own for this process (`make run LLM=vllm`, `eval chat --backend vllm`), and
+    settings pointing at it. Progress goes to `out` (stderr when stdout carries JSON)."""
     from bot.llm.prepare import prepare_model
     from bot.llm.vllm_server import ensure_vllm_env, find_free_port, log_tail, start_vllm, wait_ready
 
     model_dir = prepare_model(settings)
-    console.print("preparing vLLM (first time: installs vllm in var/vllm-venv, about a minute)")
-    ensure_vllm_env(settings, log=console.print)
+    out.print("preparing vLLM (first time: installs vllm in var/vllm-venv, about a minute)")
+    ensure_vllm_env(settings, log=out.print)
     port = find_free_port(8001)
     process = start_vllm(settings, port, model_dir=model_dir)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -83,7 +84,7 @@ def _start_vllm_for(settings: Settings) -> tuple[Settings, Any]:
         err_console.print(log_tail(settings, port))
         process.kill()
         raise
-    console.print(f"vLLM ready at {base_url} in {seconds:.0f} s")
+    out.print(f"vLLM ready at {base_url} in {seconds:.0f} s")
     return settings.model_copy(update={"llm_backend": "openai_compat", "llm_base_urls": [base_url]}), process
 
 
@@ -388,6 +389,292 @@ def eval_retrieval(
     for mode, values in result.metrics.items():
         table.add_row(mode, *(f"{values[m]:.3f}" for m in metrics))
     console.print(table)
+
+
+@eval_app.command("chat")
+def eval_chat(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario YAML files or directories")],
+    backend: Annotated[
+        str, typer.Option(help="scripted, local, openai_compat (settings' URLs) or vllm (starts a server)")
+    ] = "scripted",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Scenarios run at once (default: 4, 8 for servers)")
+    ] = None,
+) -> None:
+    """Run conversation scenarios through the real agent on a freshly seeded demo store.
+
+    A measurement: exits 0 even when scenarios fail, non-zero only when it could not run.
+    """
+    from bot.scenarios import ScenarioError, ScenarioResult, load_scenarios, make_runner
+
+    if backend not in ("scripted", "local", "openai_compat", "vllm"):
+        err_console.print(
+            f"[red]error:[/] unknown backend {backend!r} (scripted, local, openai_compat, vllm)"
+        )
+        raise typer.Exit(2)
+    try:
+        scenarios = load_scenarios(paths)
+    except ScenarioError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    settings = get_settings()
+    vllm_process = None
+    name = backend
+    if backend == "vllm":
+        settings, vllm_process = _start_vllm_for(settings, out=err_console if as_json else console)
+        name = "openai_compat"
+    out = err_console if as_json else console
+
+    def show(result: ScenarioResult) -> None:
+        mark = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
+        where = f" (turn {result.turn})" if result.turn else ""
+        out.print(
+            f"{mark} {result.id}{where}{': ' + result.reason if result.reason else ''}", highlight=False
+        )
+        for item in result.ungrounded:
+            out.print(f"  [yellow]ungrounded[/] turn {item['turn']}: {item['facts']}", highlight=False)
+
+    try:
+        runner, cleanup = make_runner(settings, name, concurrency=concurrency)
+        try:
+            report = asyncio.run(runner.run(scenarios, on_result=show))
+        except ScenarioError as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+        finally:
+            cleanup()
+    finally:
+        if vllm_process is not None:
+            from bot.llm.vllm_server import stop_vllm
+
+            stop_vllm(vllm_process)
+    summary = report.to_json()
+    summary["backend"] = backend
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"scenarios on {backend}: {report.passed}/{len(report.results)} passed")
+    for column in ("tag", "passed", "total", "rate"):
+        table.add_column(column, justify="left" if column == "tag" else "right")
+    for tag, counts in summary["by_tag"].items():
+        table.add_row(
+            tag, str(counts["passed"]), str(counts["total"]), f"{counts['passed'] / counts['total']:.0%}"
+        )
+    table.add_row("[bold]all[/]", str(report.passed), str(len(report.results)), f"{summary['pass_rate']:.0%}")
+    console.print(table)
+    console.print(f"ungrounded replies: {len(summary['ungrounded'])}; {report.seconds:.0f} s")
+
+
+@train_app.command("recsys")
+def train_recsys(
+    content: Annotated[
+        bool, typer.Option("--content/--no-content", help="Embed variant texts for the content model")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
+    if_stale: Annotated[
+        bool, typer.Option("--if-stale", help="Do nothing when the newest artifact matches the store's data")
+    ] = False,
+) -> None:
+    """Train the recommenders on the store's orders; writes a new version under var/recsys."""
+    from recsys.cli import run_train
+
+    settings = get_settings()
+    if if_stale:
+        from recsys.store import is_current
+        from shopdesk.db import get_engine
+
+        if is_current(get_engine(settings), settings):
+            console.print("recommendations are up to date")
+            return
+    run_train(console, err_console, settings, content, as_json)
+
+
+@eval_app.command("recsys")
+def eval_recsys(
+    interactions: Annotated[Path, typer.Option(help="CSV with a header user,item,timestamp[,weight]")],
+    items: Annotated[
+        Path | None, typer.Option(help="Optional CSV item,text: enables the content model")
+    ] = None,
+    split: Annotated[str, typer.Option(help="random, time or last-basket")] = "random",
+    k: Annotated[int, typer.Option(min=1, max=100, help="Cutoff of NDCG@k and coverage")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the random split")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
+) -> None:
+    """NDCG@k, Recall@20 and coverage of every recommender and the hybrid on any interactions file."""
+    from recsys.cli import CommandError, run_eval
+
+    try:
+        run_eval(console, err_console, interactions, items, split, k, as_json, seed)
+    except CommandError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+
+
+@train_app.command("fraud")
+def train_fraud(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a summary")
+    ] = False,
+) -> None:
+    """Train the fraud model on the store's labelled history; writes var/fraud (model + manifest)."""
+    from sqlalchemy.exc import OperationalError
+
+    from commerce.fraud import train_store_model
+    from shopdesk.db import get_engine
+
+    settings = get_settings()
+    with _embed_progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            report = train_store_model(get_engine(settings), settings, progress)
+        except (ValueError, OperationalError) as exc:
+            err_console.print(
+                f"[red]error:[/] {exc}\n(seed the store first: `shopdesk seed`)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+    if as_json:
+        out = {k: v for k, v in vars(report).items() if k != "path"} | {"path": str(report.path)}
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    m = report.metrics
+    console.print(f"fraud model {report.model_version} written to {report.path}", highlight=False)
+    console.print(
+        f"train {report.n_train} orders ({report.positives_train} fraudulent), validation {report.n_valid} "
+        f"({report.positives_valid}); {report.seconds['total']:.1f} s",
+        highlight=False,
+    )
+    console.print(
+        f"validation AUPRC {m['auprc_model']:.3f} (rules alone {m['auprc_rules_only']:.3f}, model + rules "
+        f"{m['auprc_combined']:.3f}), AUROC {m['auroc_model']:.3f}",
+        highlight=False,
+    )
+    for name in ("review", "block"):
+        console.print(
+            f"at {name}: precision {m[f'precision_at_{name}']:.2f}, recall {m[f'recall_at_{name}']:.2f}, "
+            f"legitimate orders flagged {m[f'legit_flagged_at_{name}']:.2%}",
+            highlight=False,
+        )
+    for pattern, values in report.by_pattern.items():
+        console.print(
+            f"  {pattern}: {values['n']} orders, {values['recall_at_review']:.0%} reach review",
+            highlight=False,
+        )
+
+
+@eval_app.command("fraud")
+def eval_fraud(
+    train: Annotated[
+        Path, typer.Option(help="Training CSV: a 0/1 label column, all others numeric features")
+    ],
+    test: Annotated[Path, typer.Option(help="Test CSV with the same columns")],
+    label: Annotated[str, typer.Option(help="The 0/1 label column")],
+    drop: Annotated[str, typer.Option(help="Comma-separated columns to ignore (ids, timestamps)")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
+) -> None:
+    """Train LightGBM, logistic regression and IsolationForest on TRAIN; AUPRC, AUROC, recall@1%FPR on TEST."""
+    from rich.table import Table
+
+    from commerce.fraud_eval import EvalDataError, evaluate_csv
+
+    drops = [c.strip() for c in drop.split(",") if c.strip()]
+    with err_console.status("reading the files") as status:
+        try:
+            result = evaluate_csv(
+                train, test, label, drops, progress=lambda name: status.update(f"training {name}")
+            )
+        except EvalDataError as exc:
+            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(
+        title=f"fraud models: {result['n_train']} train rows, {result['n_test']} test rows, "
+        f"{result['positive_rate']:.3%} positive"
+    )
+    for column in ("model", "AUPRC", "AUROC", "recall@1%FPR"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, values in result["models"].items():
+        table.add_row(name, *(f"{values[k]:.3f}" for k in ("auprc", "auroc", "recall@1%fpr")))
+    console.print(table)
+
+
+@eval_app.command("forecast")
+def eval_forecast(
+    csv: Annotated[Path, typer.Option(help="Long-format CSV with columns unique_id,ds,y")],
+    horizon: Annotated[int, typer.Option(min=1, help="Points held out at the end of each series")],
+    freq: Annotated[str, typer.Option(help="pandas frequency of ds (D, W, MS, h, ...) or 1 for integers")],
+    season_length: Annotated[
+        int | None, typer.Option(min=1, help="Season in periods (default from freq: D 7, W 52, MS 12, h 24)")
+    ] = None,
+    demand: Annotated[
+        bool,
+        typer.Option(
+            "--demand",
+            help="Unit sales: gaps are 0, duplicates summed, negatives 0, leading zeros cut, no trend",
+        ),
+    ] = False,
+    max_input: Annotated[
+        int | None, typer.Option(min=10, help="Fit on at most the last N points (the store uses 364)")
+    ] = None,
+    n_jobs: Annotated[int, typer.Option(min=1, help="Processes for the model fits")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
+) -> None:
+    """Hold out the last HORIZON points of each series; MASE and sMAPE of every model and the selection."""
+    from rich.table import Table
+
+    from commerce.forecast import (
+        ForecastInputError,
+        ForecastSpec,
+        default_season_length,
+        evaluate_holdout,
+        read_long_csv,
+    )
+
+    try:
+        m = season_length or default_season_length(freq)
+        spec = ForecastSpec(freq=freq, season_length=m, horizon=horizon, n_jobs=n_jobs, max_input=max_input)
+        if demand:
+            spec = ForecastSpec(
+                freq=freq, season_length=m, horizon=horizon, n_jobs=n_jobs, max_input=max_input, fill="zero",
+                duplicates="sum", negative="clip", trim_leading_zeros=True, trend=False,
+            )  # fmt: skip
+        with err_console.status(f"backtesting the models on {csv.name}"):
+            result = evaluate_holdout(read_long_csv(csv), spec)
+    except ForecastInputError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for issue in result.issues[:20]:
+        err_console.print(f"[yellow]warning:[/] {issue}", highlight=False, soft_wrap=True)
+    if len(result.issues) > 20:
+        err_console.print(f"[yellow]warning:[/] ... and {len(result.issues) - 20} more data notes")
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json()) + "\n")
+        return
+    table = Table(
+        title=f"forecast holdout on {csv.name}: {result.n_series} series, last {horizon} points held out, "
+        f"season {m}"
+    )
+    for column in ("model", "MASE", "sMAPE", "chosen for"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, values in result.models.items():
+        chosen = "" if name == "selected" else str(result.chosen.get(name, 0))
+        table.add_row(name, f"{values['mase']:.3f}", f"{values['smape']:.2f}", chosen)
+    console.print(table)
+    console.print(
+        f"{result.seconds:.1f} s; selection per series by rolling-origin backtest on the training part"
+    )
 
 
 if __name__ == "__main__":

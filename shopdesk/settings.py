@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     max_frame_bytes: int = 16 * 1024
     max_history_messages: int = 12
 
+    # Fraud (commerce/fraud.py): the calibrated score decides allow / review (step-up or a human) / block.
+    fraud_review_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    fraud_block_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    # POST /api/fraud/score wants this key in X-API-Key; unset, only a demo store answers it.
+    fraud_api_key: SecretStr | None = None
+
+    # Demand forecast and purchasing (commerce/demand.py, commerce/inventory.py).
+    forecast_horizon_days: int = Field(default=28, ge=7, le=120)
+    forecast_history_days: int = Field(default=364, ge=56)  # fit on the last year: bounds the fit time
+    forecast_n_jobs: int = Field(default=2, ge=1)
+    inventory_service_level: float = Field(default=0.95, gt=0.5, lt=1.0)  # P(no stock-out in a lead time)
+    inventory_review_days: int = Field(default=14, ge=1)  # an order covers demand until the next review
+    inventory_default_lead_days: int = Field(default=21, ge=1)  # reorder maths without a supplier on record
+    restock_receiving_days: int = Field(default=2, ge=0)  # a delivery's arrival to sellable stock
+
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -165,7 +165,7 @@ def test_messages_endpoint_shows_only_the_tokens_conversation(client):
 
 def test_demo_page_and_customers(client):
     page = client.get("/")
-    assert page.status_code == 200 and "/ws/chat" not in page.text and "demo.js" in page.text
+    assert page.status_code == 200 and "/ws/chat" not in page.text and "/static/widget.js" in page.text
     customers = client.get("/api/demo/customers?limit=5").json()["customers"]
     assert len(customers) == 5 and all(c["orders"] for c in customers)
 

@@ -50,7 +50,7 @@ def test_signed_in_customer_sees_status_streamed_with_an_order_card(live_server,
                 "framereceived", lambda payload: tokens.append(payload) if '"token"' in payload else None
             ),
         )
-        page.goto(live_server + "/")
+        page.goto(live_server + "/static/demo.html")  # the first demo page; / is the storefront
         # The page opens a guest conversation at once (the shopper may ask before signing in).
         page.wait_for_function("document.getElementById('status').textContent.includes('Connected (guest)')")
         page.wait_for_selector("#customer option:nth-child(2)", state="attached")

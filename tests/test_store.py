@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
 from commerce import customers, orders
+from commerce.fraud_history import add_fraud_history
 from commerce.models import (
     Address,
     Conversation,
@@ -116,8 +117,14 @@ def test_migrations_create_all_tables_postgres(pg_schema_url) -> None:  # type: 
 # ---- seeding ----------------------------------------------------------------------------------------
 
 
-def test_seed_report_counts_the_tau2_store(seed_report: SeedReport, tau2: dict) -> None:
-    c = seed_report.counts
+def test_seed_report_counts_the_tau2_store(
+    seed_report: SeedReport, tau2: dict, store_settings: Settings
+) -> None:
+    # The labelled fraud history (commerce/fraud_history.py) only adds rows: the rest is tau2's.
+    rows = generate_store(tau2, store_settings.seed, store_today(store_settings))
+    added = add_fraud_history(rows, store_settings.seed, store_today(store_settings))
+    c = {table: n - added.get(table, 0) for table, n in seed_report.counts.items()}
+    assert c["addresschange"] == c["fraudlabel"] == 0 and added["fraudlabel"] > 0
     assert c["customer"] == c["address"] == len(tau2["users"]) == 500
     assert c["paymentmethod"] == sum(len(u["payment_methods"]) for u in tau2["users"].values())
     assert c["product"] == 50 and c["variant"] == 591
@@ -283,7 +290,12 @@ def test_cancelled_orders_have_reason_time_and_refund(db: Session) -> None:
             assert refunds and all(utc(r.created_at) >= utc(o.cancelled_at) for r in refunds)
             assert round(sum(r.amount for r in refunds), 2) == round(sum(p.amount for p in paid), 2)
         else:
-            assert o.cancel_reason is None and o.cancelled_at is None and refunds == []
+            assert o.cancel_reason is None and o.cancelled_at is None
+            # Returns and claims (fraud history): delivered orders only, after delivery, at most what was paid.
+            assert refunds == [] or (
+                o.status == "delivered" and all(utc(r.created_at) > utc(o.updated_at) for r in refunds)
+            )
+            assert round(sum(r.amount for r in refunds), 2) <= round(sum(p.amount for p in paid), 2)
 
 
 def test_stock_is_zero_iff_unavailable(db: Session) -> None:
@@ -320,7 +332,12 @@ def test_customers_exist_before_their_orders_and_payment_methods(db: Session) ->
 
 
 def test_payment_methods_keep_tau2_details(db: Session, tau2: dict) -> None:
+    tau2_methods = {m for u in tau2["users"].values() for m in u["payment_methods"]}
+    seen = set()
     for pm in db.exec(select(PaymentMethod)):
+        if pm.id not in tau2_methods:  # a card of the fraud history's accounts (commerce/fraud_history.py)
+            continue
+        seen.add(pm.id)
         src = tau2["users"][pm.customer_id]["payment_methods"][pm.id]
         assert pm.kind == src["source"]
         if pm.kind == "credit_card":
@@ -329,6 +346,7 @@ def test_payment_methods_keep_tau2_details(db: Session, tau2: dict) -> None:
             assert pm.balance == round(src["balance"], 2) and pm.brand is None
         else:
             assert pm.brand is None and pm.last_four is None and pm.balance is None
+    assert seen == tau2_methods
 
 
 def _daily_totals(db: Session) -> dict[date, int]:

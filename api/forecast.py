@@ -1,0 +1,90 @@
+"""Forecast and purchasing REST for the admin pages (commerce.demand, commerce.inventory).
+
+- `GET /api/forecast/{variant_id}`: daily units forecast with 80/95 % intervals, the model chosen
+  for the variant and its backtest error.
+- `GET /api/forecast/{variant_id}.png`: history, forecast and intervals as a PNG.
+- `GET /api/inventory/reorder`: what to reorder now, most urgent first.
+
+Forecasts come from the per-variant cache under var_dir/forecast (see commerce/demand.py): a request
+reads it, or computes the one variant it needs; the reorder list fills the cache for every variant in
+one batch the first time each store day (or after `python -m commerce.demand`). Unknown variant: 404.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+
+from api.deps import SessionDep, SettingsDep
+from commerce.demand import DemandForecast, UnknownVariant, forecast_png, forecast_variant
+from commerce.inventory import ReorderLine, reorder_list
+from commerce.models import Product, Variant
+
+router = APIRouter(prefix="/api", tags=["forecast"])
+
+
+class ForecastOut(DemandForecast):
+    product_name: str
+    options: dict[str, str]
+
+
+class ReorderOut(BaseModel):
+    as_of: date
+    count: int
+    lines: list[ReorderLine]
+
+
+def _engine(db: SessionDep) -> Engine:
+    bind = db.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def _not_found(exc: LookupError) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc).strip("'\""))
+
+
+# Declared before /forecast/{variant_id}, which would otherwise take "123.png" for an id.
+@router.get(
+    "/forecast/{variant_id}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+)
+def forecast_plot(variant_id: str, db: SessionDep, settings: SettingsDep) -> Response:
+    """The last 16 weeks of sales, the forecast and its 80/95 % intervals (PNG)."""
+    try:
+        png = forecast_png(_engine(db), settings, variant_id)
+    except LookupError as exc:
+        raise _not_found(exc) from exc
+    return Response(content=png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/forecast/{variant_id}", response_model=ForecastOut)
+def variant_forecast(variant_id: str, db: SessionDep, settings: SettingsDep) -> ForecastOut:
+    """Daily units forecast of one variant: intervals, chosen model, backtest error, data notes."""
+    variant = db.get(Variant, variant_id)
+    if variant is None:
+        raise _not_found(UnknownVariant(variant_id))
+    try:
+        fc = forecast_variant(_engine(db), settings, variant_id)
+    except LookupError as exc:
+        raise _not_found(exc) from exc
+    product = db.get(Product, variant.product_id)
+    return ForecastOut(
+        **fc.model_dump(),
+        product_name=product.name if product else variant.product_id,
+        options=variant.options,
+    )
+
+
+@router.get("/inventory/reorder", response_model=ReorderOut)
+def inventory_reorder(
+    db: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="At most this many lines")] = None,
+) -> ReorderOut:
+    """Variants to reorder now (stock + open orders at or under the reorder point), most urgent first."""
+    lines = reorder_list(db, settings)
+    shown = lines[:limit] if limit else lines
+    return ReorderOut(as_of=date.fromisoformat(settings.store_today), count=len(lines), lines=shown)

@@ -1,0 +1,61 @@
+"""The forecasting targets on the dev sets (slow: real model fits, ~1-2 min per set on 2 cores).
+
+Target (issue 7): on each dev set the per-series selection beats seasonal naive on MASE and is within
+2 % of the best single model. Held out: the last `horizon` points of each series (the same protocol
+as `shopdesk eval forecast`). Where the selection misses, the test is an expected failure with the
+numbers in docs/forecast.md, strict: it turns red the day the miss turns into a pass.
+"""
+
+from dataclasses import replace
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from commerce.demand import store_spec
+from commerce.forecast import EvalResult, ForecastSpec, evaluate_holdout
+from commerce.forecast_data import DEV_SETS, store
+from shopdesk.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+# Dev sets where the selection is more than 2 % behind the best single model (see docs/forecast.md):
+# four series each, where the model that wins the backtest is not the one that wins the holdout.
+MISSES_2PCT = {"m4_daily", "m4_monthly", "m4_weekly"}
+MISSES_NAIVE = {"m4_weekly"}
+STORE_EVERY = 4  # the store set: every 4th variant on sale (95 of 379), to keep this test ~1 min
+
+_results: dict[str, EvalResult] = {}
+
+
+def result_for(name: str, seeded_engine: Engine, store_settings: Settings) -> EvalResult:
+    if name not in _results:
+        d = DEV_SETS[name]
+        if name == "store":
+            df = store(seeded_engine)
+            ids = sorted(df["unique_id"].unique())[::STORE_EVERY]
+            df = df[df["unique_id"].isin(ids)]
+            spec = replace(store_spec(store_settings), n_jobs=2)
+        else:
+            df = d.load()
+            spec = ForecastSpec(freq=d.freq, season_length=d.season_length, horizon=d.horizon, n_jobs=2)
+        _results[name] = evaluate_holdout(df, spec)
+    return _results[name]
+
+
+def _mark(name: str, misses: set[str], why: str):  # type: ignore[no-untyped-def]
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=why)) if name in misses else name
+
+
+@pytest.mark.parametrize("name", [_mark(n, MISSES_NAIVE, "behind seasonal naive here") for n in DEV_SETS])
+def test_selection_beats_seasonal_naive(name: str, seeded_engine: Engine, store_settings: Settings) -> None:
+    models = result_for(name, seeded_engine, store_settings).models
+    assert models["selected"]["mase"] < models["seasonal_naive"]["mase"], models
+
+
+@pytest.mark.parametrize("name", [_mark(n, MISSES_2PCT, "more than 2 % behind here") for n in DEV_SETS])
+def test_selection_within_2pct_of_the_best_single_model(
+    name: str, seeded_engine: Engine, store_settings: Settings
+) -> None:
+    models = result_for(name, seeded_engine, store_settings).models
+    best = min(v["mase"] for m, v in models.items() if m != "selected")
+    assert models["selected"]["mase"] <= 1.02 * best, models

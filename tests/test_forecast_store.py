@@ -1,0 +1,465 @@
+"""Forecasting on the seeded store: purchasing data, stock outlooks, reorder maths and list, finding
+variants from a shopper's words, the forecast cache, the REST endpoints and `shopdesk eval forecast`."""
+
+import json
+import math
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from typer.testing import CliRunner
+
+from bot.llm.scripted import ScriptedBackend
+from commerce import demand
+from commerce.demand import BacktestSummary, DemandForecast, ForecastPoint, UnknownVariant, forecast_variant
+from commerce.inventory import (
+    days_of_cover,
+    find_variants,
+    order_quantity,
+    plan_variant,
+    reorder_list,
+    reorder_point,
+    safety_stock,
+    stock_outlook,
+)
+from commerce.models import DailySales, Product, PurchaseOrder, PurchaseOrderLine, SupplierItem, Variant
+from commerce.purchasing_seed import add_purchasing
+from server import create_app
+from shopdesk import cli
+from shopdesk.db import make_engine, migrate
+from shopdesk.settings import Settings
+
+TSHIRT = "9523456873"
+
+
+@pytest.fixture
+def db(seeded_engine: Engine):  # type: ignore[no-untyped-def]
+    with Session(seeded_engine) as session:
+        yield session
+        session.rollback()
+
+
+@pytest.fixture
+def settings(store_settings: Settings, tmp_path: Path) -> Settings:
+    """The seeded store's settings with a private forecast cache."""
+    return store_settings.model_copy(update={"var_dir": tmp_path})
+
+
+STORE_SPEC = demand.store_spec
+
+
+def cheap_spec(settings: Settings, *, n_jobs: int | None = None):  # type: ignore[no-untyped-def]
+    """The store's spec with only the cheap models: the reorder list's plumbing, in seconds."""
+    return replace(
+        STORE_SPEC(settings, n_jobs=n_jobs),
+        candidates=("seasonal_naive", "croston_optimized", "adida"),
+        n_windows=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def cheap_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One forecast cache for the tests that fill it for every variant with `cheap_spec`."""
+    return tmp_path_factory.mktemp("cheap-forecasts")
+
+
+def sold_out(db: Session, case: str) -> Variant:
+    """A sold-out variant whose restock basis is `case` (po | lead | discontinued | no_supplier)."""
+    open_po = set(
+        db.exec(
+            select(PurchaseOrderLine.variant_id)
+            .join(PurchaseOrder, col(PurchaseOrder.id) == col(PurchaseOrderLine.purchase_order_id))
+            .where(PurchaseOrder.status == "open")
+        )
+    )
+    for v in db.exec(select(Variant).where(col(Variant.available).is_(False)).order_by(col(Variant.id))):
+        sup = db.get(SupplierItem, v.id)
+        kind = (
+            "no_supplier"
+            if sup is None
+            else "discontinued"
+            if sup.discontinued
+            else "po"
+            if v.id in open_po
+            else "lead"
+        )
+        if kind == case:
+            return v
+    raise AssertionError(f"no sold-out variant of case {case}")
+
+
+# ---- purchasing seed --------------------------------------------------------------------------------
+
+
+def test_the_seed_gives_every_restock_case(db: Session, store_settings: Settings) -> None:
+    today = date.fromisoformat(store_settings.store_today)
+    now = datetime.combine(today, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    counts = {}
+    for case in ("po", "lead", "discontinued", "no_supplier"):
+        sold_out(db, case)  # each exists
+    variants = db.exec(select(Variant).where(col(Variant.available).is_(False))).all()
+    sups = {s.variant_id: s for s in db.exec(select(SupplierItem))}
+    counts["no_supplier"] = sum(v.id not in sups for v in variants)
+    counts["discontinued"] = sum(v.id in sups and sups[v.id].discontinued for v in variants)
+    assert counts["no_supplier"] >= 5 and counts["discontinued"] >= 10
+    for po in db.exec(select(PurchaseOrder)):
+        expected = po.expected_arrival.astimezone(UTC)
+        assert po.ordered_at.astimezone(UTC) < now
+        if po.status == "open":
+            assert expected > now and po.received_at is None
+        else:
+            assert po.status == "received" and po.received_at.astimezone(UTC) < now  # type: ignore[union-attr]
+    for s in sups.values():
+        assert 2 <= s.lead_time_min_days <= s.lead_time_max_days and s.min_order_qty >= 1
+    for line in db.exec(select(PurchaseOrderLine)):
+        assert line.quantity % sups[line.variant_id].min_order_qty == 0 and line.quantity > 0
+
+
+def test_purchasing_generation_is_deterministic() -> None:
+    def rows() -> dict:
+        variants = [
+            {"id": f"v{i}", "product_id": f"p{i % 2}", "price": 20.0 + 100 * i, "available": i % 3 != 0,
+             "stock_on_hand": 0 if i % 3 == 0 else 5}
+            for i in range(12)
+        ]  # fmt: skip
+        sales = [
+            {"variant_id": f"v{i}", "day": d, "units": (i + d) % 4} for i in range(12) for d in range(120)
+        ]
+        return {"variant": variants, "dailysales": sales, "product": []}
+
+    a, b, c = rows(), rows(), rows()
+    today = date(2026, 11, 20)
+    add_purchasing(a, 1, today)
+    add_purchasing(b, 1, today)
+    add_purchasing(c, 2, today)
+    keys = ("supplieritem", "purchaseorder", "purchaseorderline")
+    assert all(a[k] == b[k] for k in keys) and any(a[k] != c[k] for k in keys)
+    assert a["supplieritem"] and a["purchaseorder"]
+
+
+# ---- stock outlook (the bot tool's service) -------------------------------------------------------------
+
+
+def test_outlook_of_a_sold_out_variant_with_an_open_purchase_order(db: Session, settings: Settings) -> None:
+    v = sold_out(db, "po")
+    out = stock_outlook(db, settings, v.id)
+    po, line = db.exec(
+        select(PurchaseOrder, PurchaseOrderLine)
+        .join(PurchaseOrderLine, col(PurchaseOrder.id) == col(PurchaseOrderLine.purchase_order_id))
+        .where(PurchaseOrderLine.variant_id == v.id, PurchaseOrder.status == "open")
+        .order_by(col(PurchaseOrder.expected_arrival))
+    ).first()  # type: ignore[misc]
+    due = po.expected_arrival.astimezone(UTC).date()
+    assert (out.in_stock, out.stock_on_hand, out.days_of_cover, out.basis) == (
+        False,
+        0,
+        0.0,
+        "purchase_order",
+    )
+    assert out.restock_earliest == due
+    assert out.restock_latest == due + timedelta(days=settings.restock_receiving_days)
+    assert (
+        po.id in out.explanation
+        and due.isoformat() in out.explanation
+        and str(line.quantity) in out.explanation
+    )
+    assert out.product_name == db.get(Product, v.product_id).name and out.options == v.options  # type: ignore[union-attr]
+
+
+def test_outlook_from_the_supplier_lead_time(db: Session, settings: Settings) -> None:
+    v = sold_out(db, "lead")
+    sup = db.get(SupplierItem, v.id)
+    assert sup is not None
+    out = stock_outlook(db, settings, v.id)
+    today = date.fromisoformat(settings.store_today)
+    assert out.basis == "lead_time" and out.as_of == today
+    assert out.restock_earliest == today + timedelta(days=sup.lead_time_min_days)
+    assert out.restock_latest == today + timedelta(
+        days=sup.lead_time_max_days + settings.restock_receiving_days
+    )
+    assert (
+        sup.supplier in out.explanation
+        and f"{sup.lead_time_min_days}-{sup.lead_time_max_days} days" in out.explanation
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "says"), [("discontinued", "discontinued"), ("no_supplier", "no restock date")]
+)
+def test_outlook_without_an_estimate_says_so(db: Session, settings: Settings, case: str, says: str) -> None:
+    out = stock_outlook(db, settings, sold_out(db, case).id)
+    assert out.basis == "none" and out.restock_earliest is None and out.restock_latest is None
+    assert says in out.explanation and not out.in_stock
+
+
+def test_outlook_of_an_in_stock_variant_has_days_of_cover(db: Session, settings: Settings) -> None:
+    (v,) = find_variants(db, "When will the blue M t-shirt be back?")
+    out = stock_outlook(db, settings, v.id)
+    fc = forecast_variant(db.get_bind(), settings, v.id)  # type: ignore[arg-type]
+    assert out.in_stock and out.stock_on_hand == v.stock_on_hand > 0 and out.basis == "none"
+    assert out.days_of_cover == days_of_cover(v.stock_on_hand, [p.mean for p in fc.points])
+    assert out.days_of_cover is not None and out.days_of_cover > 0
+    assert (
+        f"{v.stock_on_hand} units on hand" in out.explanation
+        and f"{out.days_of_cover:.0f} days" in out.explanation
+    )
+
+
+def test_outlook_of_an_unknown_variant(db: Session, settings: Settings) -> None:
+    with pytest.raises(UnknownVariant, match="0000000000"):
+        stock_outlook(db, settings, "0000000000")
+
+
+# ---- inventory maths ----------------------------------------------------------------------------------
+
+
+def test_safety_stock_reorder_point_and_order_quantity() -> None:
+    z95 = 1.6448536
+    assert safety_stock(0.95, 9, 2.0, 3.0, 1.0) == pytest.approx(z95 * math.sqrt(9 * 4 + 9 * 1))
+    assert safety_stock(0.5, 9, 2.0, 3.0, 1.0) == pytest.approx(0.0)
+    assert reorder_point(18.0, 11.0) == 29.0
+    assert order_quantity(20.0, 10.0, 5.0, 12) == 36  # 25 short, in cartons of 12
+    assert order_quantity(20.0, 10.0, 5.0, 1) == 25
+    assert order_quantity(20.0, 10.0, 40.0, 12) == 0
+
+
+def test_days_of_cover() -> None:
+    assert days_of_cover(5, [2.0, 2.0, 2.0]) == 2.5
+    assert days_of_cover(10, [2.0, 2.0, 2.0]) == 5.0  # past the horizon at its mean rate
+    assert days_of_cover(1, [0.0, 0.5, 1.0]) == 2.5
+    assert days_of_cover(0, [1.0]) == 0.0
+    assert days_of_cover(3, [0.0, 0.0]) is None  # nothing sells: it does not run out
+
+
+def forecast_of(rate: float, rmse: float | None, days: int = 28) -> DemandForecast:
+    start = date(2026, 11, 20)
+    return DemandForecast(
+        variant_id="x",
+        as_of=start,
+        model="auto_ets",
+        demand_kind="smooth",
+        history_days=364,
+        censored_days=0,
+        points=[ForecastPoint(ds=start + timedelta(days=i), mean=rate) for i in range(days)],
+        backtest=BacktestSummary(windows=8, mae=rmse, rmse=rmse, mase=0.8, candidates_mae={}),
+        notes=[],
+    )
+
+
+def test_plan_of_one_variant(settings: Settings) -> None:
+    fc = forecast_of(2.0, 1.0)
+    plan = plan_variant(fc, stock=10, on_order=0, lead=(6, 10), min_order_qty=6, settings=settings)
+    safety = 1.6448536 * math.sqrt(8 * 1.0 + (2.0 * 1.0) ** 2)  # L = 8 days, sd of L = (10 - 6) / 4
+    assert plan.safety == pytest.approx(safety, rel=1e-6)
+    assert plan.rop == pytest.approx(16.0 + safety, rel=1e-6)
+    assert plan.qty == math.ceil((16.0 + safety + 2.0 * settings.inventory_review_days - 10) / 6) * 6
+    assert plan.cover == 5.0
+    covered = plan_variant(fc, stock=10, on_order=20, lead=(6, 10), min_order_qty=6, settings=settings)
+    assert covered.qty == 0  # on hand + on order is above the reorder point
+    poisson = plan_variant(
+        forecast_of(4.0, None), stock=0, on_order=0, lead=(5, 5), min_order_qty=1, settings=settings
+    )
+    assert poisson.safety == pytest.approx(
+        1.6448536 * math.sqrt(5 * 4.0), rel=1e-6
+    )  # no backtest: sd = sqrt(rate)
+
+
+def test_reorder_list(
+    db: Session, settings: Settings, cheap_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demand, "store_spec", cheap_spec)
+    lines = reorder_list(db, settings.model_copy(update={"var_dir": cheap_cache}))
+    assert len(lines) > 20
+    urgency = [r.urgency_days for r in lines]
+    assert urgency == sorted(urgency)
+    sups = {s.variant_id: s for s in db.exec(select(SupplierItem))}
+    for r in lines:
+        assert r.order_qty > 0 and r.stock_on_hand + r.on_order <= r.reorder_point
+        sup = sups.get(r.variant_id)
+        assert sup is None or (not sup.discontinued and r.order_qty % sup.min_order_qty == 0)
+        if r.days_of_cover is not None:
+            assert r.urgency_days == pytest.approx(r.days_of_cover - r.lead_time_days[1], abs=0.11)
+    sold_out_ids = {v.id for v in db.exec(select(Variant).where(col(Variant.available).is_(False)))}
+    assert lines[0].variant_id in sold_out_ids  # nothing is more urgent than empty shelves
+    assert sold_out(db, "discontinued").id not in {r.variant_id for r in lines}
+
+
+# ---- finding variants -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("When will the blue M t-shirt be back?", [{"color": "blue", "size": "M"}]),
+        ("a blue medium tee", [{"color": "blue", "size": "M"}]),
+        ("extra large t-shirt in purple", [{"color": "purple", "size": "XL"}]),
+        ("red XXL tshirts", [{"color": "red", "size": "XXL"}]),
+        ("is the 1000ml glass water bottle in stock", [{"capacity": "1000ml", "material": "glass"}] * 2),
+    ],
+)
+def test_find_variants_by_product_and_options(db: Session, text: str, expected: list[dict]) -> None:
+    found = find_variants(db, text)
+    assert len(found) == len(expected)
+    for v, want in zip(found, expected, strict=True):
+        assert want.items() <= v.options.items()
+
+
+def test_find_variants_edge_cases(db: Session) -> None:
+    assert len(find_variants(db, "I'm looking for a t-shirt")) == 12  # "I'm" is not size M
+    assert find_variants(db, "the green t-shirt") == []  # green is a colour, but no T-shirt is green
+    assert find_variants(db, "hello there") == [] and find_variants(db, "") == []
+    assert {v.product_id for v in find_variants(db, "a kettle")} == {"1075968781", "9832717871"}
+    boots = find_variants(db, "waterproof hiking boots")
+    assert boots and all(v.options["waterproof"] == "yes" for v in boots)
+    dry = find_variants(db, "hiking boots that are not waterproof")
+    assert dry and all(v.options["waterproof"] == "no" for v in dry)
+    assert all(v.options["size"] == "10" for v in find_variants(db, "size 10 hiking boots"))
+    assert len(find_variants(db, "10 hiking boots")) == 19  # a bare number says nothing
+
+
+# ---- forecast cache -------------------------------------------------------------------------------------
+
+
+def test_forecasts_are_cached_until_the_sales_change(
+    store_db: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings.model_copy(update={"database_url": str(store_db.url)})
+    first = forecast_variant(store_db, s, "9612497925")
+    assert first.model and len(first.points) == s.forecast_horizon_days and first.points[0].ds == first.as_of
+    assert first.backtest.windows == 8 and first.backtest.mase is not None
+
+    def boom(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise AssertionError("recomputed a cached forecast")
+
+    real = demand._compute
+    monkeypatch.setattr(demand, "_compute", boom)
+    assert forecast_variant(store_db, s, "9612497925") == first
+    with Session(store_db) as session:  # a sale corrected: the key changes, the forecast is redone
+        row = session.get(DailySales, ("9612497925", date.fromisoformat(s.store_today) - timedelta(days=1)))
+        assert row is not None
+        row.units += 40
+        session.commit()
+    with pytest.raises(AssertionError, match="recomputed"):
+        forecast_variant(store_db, s, "9612497925")
+    monkeypatch.setattr(demand, "_compute", real)
+    assert forecast_variant(store_db, s, "9612497925") != first
+
+
+def test_stock_out_zeros_are_not_demand(db: Session, settings: Settings) -> None:
+    v = sold_out(db, "lead")
+    fc = forecast_variant(db.get_bind(), settings, v.id)  # type: ignore[arg-type]
+    units = list(
+        db.exec(select(DailySales.units).where(DailySales.variant_id == v.id).order_by(col(DailySales.day)))
+    )
+    zero_tail = len(units) - 1 - max(i for i, u in enumerate(units) if u > 0)
+    assert fc.censored_days == (zero_tail // 7) * 7
+    if fc.censored_days:
+        assert any("stock-out" in n for n in fc.notes)
+    assert fc.daily_mean > 0  # what it would sell once back, not the zeros of the empty shelf
+
+
+# ---- REST ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(store_db: Engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Settings(llm_backend="scripted", database_url=str(store_db.url), var_dir=tmp_path)
+    with TestClient(create_app(s, backend=ScriptedBackend())) as c:
+        yield c
+
+
+def test_forecast_endpoint(client: TestClient) -> None:
+    r = client.get("/api/forecast/9612497925")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["variant_id"] == "9612497925" and body["product_name"] == "T-Shirt"
+    assert body["options"]["color"] == "blue" and len(body["points"]) == 28
+    p = body["points"][0]
+    assert p["lo_95"] <= p["lo_80"] <= p["mean"] <= p["hi_80"] <= p["hi_95"]
+    assert body["model"] in body["backtest"]["candidates_mae"] or body["model"] == "ensemble"
+    assert body["backtest"]["mase"] > 0
+    missing = client.get("/api/forecast/0000000000")
+    assert missing.status_code == 404 and "unknown variant" in missing.json()["detail"]
+
+
+def test_forecast_plot_endpoint(client: TestClient) -> None:
+    r = client.get("/api/forecast/9612497925.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n" and len(r.content) > 10_000
+    assert client.get("/api/forecast/0000000000.png").status_code == 404
+
+
+def test_reorder_endpoint(store_db: Engine, cheap_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demand, "store_spec", cheap_spec)
+    s = Settings(llm_backend="scripted", database_url=str(store_db.url), var_dir=cheap_cache)
+    with TestClient(create_app(s, backend=ScriptedBackend())) as client:
+        r = client.get("/api/inventory/reorder", params={"limit": 15})
+        assert client.get("/api/inventory/reorder", params={"limit": 0}).status_code == 422
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] > 15 and len(body["lines"]) == 15
+    urgency = [line["urgency_days"] for line in body["lines"]]
+    assert urgency == sorted(urgency)
+
+
+# ---- eval command and migration -----------------------------------------------------------------------------
+
+
+def test_eval_forecast_json(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for uid in ("a", "b", "c"):
+        y = 20 + 5 * np.sin(np.arange(84) * 2 * np.pi / 7) + rng.normal(0, 1, 84)
+        rows.append(pd.DataFrame({"unique_id": uid, "ds": pd.date_range("2025-01-01", periods=84), "y": y}))
+    path = tmp_path / "series.csv"
+    pd.concat(rows).to_csv(path, index=False)
+    result = CliRunner().invoke(
+        cli.app, ["eval", "forecast", "--csv", str(path), "--horizon", "7", "--freq", "D", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(out) == {"models", "n_series", "horizon"} and out["n_series"] == 3 and out["horizon"] == 7
+    assert list(out["models"])[0] == "seasonal_naive" and list(out["models"])[-1] == "selected"
+    assert {"auto_ets", "auto_arima", "auto_theta", "croston_optimized", "tsb", "adida"} <= set(out["models"])
+    for scores in out["models"].values():
+        assert set(scores) == {"mase", "smape"} and scores["mase"] > 0 and 0 <= scores["smape"] <= 200
+    assert out["models"]["selected"]["mase"] < out["models"]["seasonal_naive"]["mase"]
+
+
+def test_eval_forecast_rejects_a_malformed_csv(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("series,when,value\na,2025-01-01,1\n")
+    result = CliRunner().invoke(
+        cli.app, ["eval", "forecast", "--csv", str(path), "--horizon", "7", "--freq", "D"]
+    )
+    assert result.exit_code == 2 and "unique_id,ds,y" in result.output
+
+
+def test_purchasing_migration_up_and_down(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(url, "0002")
+    engine = make_engine(url)
+    try:
+        assert {"supplieritem", "purchaseorder", "purchaseorderline"} <= set(
+            inspect(engine).get_table_names()
+        )
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
+        cfg.attributes["programmatic"] = True
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001")
+        names = set(inspect(engine).get_table_names())
+        assert not names & {"supplieritem", "purchaseorder", "purchaseorderline"} and "variant" in names
+    finally:
+        engine.dispose()
