@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from commerce.forecast import ForecastSpec, Issue, SeriesForecast, prepare, select_and_forecast
 from commerce.models import DailySales, Product, Variant
@@ -255,9 +256,8 @@ def forecast_variant(engine: Engine, settings: Settings, variant_id: str) -> Dem
     today = _today(settings)
     sales = sales_frame(engine, [variant_id])
     if sales.empty:
-        with engine.connect() as conn:
-            exists = conn.execute(select(Variant.__table__.c.id).where(Variant.__table__.c.id == variant_id))  # type: ignore[attr-defined]
-            if exists.first() is None:
+        with Session(engine) as db:
+            if db.get(Variant, variant_id) is None:
                 raise UnknownVariant(variant_id)
         raise LookupError(f"variant {variant_id!r} has no sales history: nothing to forecast")
     hist = _histories(sales, today)[variant_id]
@@ -312,14 +312,11 @@ def forecast_png(engine: Engine, settings: Settings, variant_id: str, *, history
     fc = forecast_variant(engine, settings, variant_id)
     sales = sales_frame(engine, [variant_id])
     hist = sales[sales["ds"].dt.date < fc.as_of].tail(history_days)
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(Product.__table__.c.name, Variant.__table__.c.options)  # type: ignore[attr-defined]
-            .join(Variant.__table__, Variant.__table__.c.product_id == Product.__table__.c.id)  # type: ignore[attr-defined]
-            .where(Variant.__table__.c.id == variant_id)  # type: ignore[attr-defined]
-        ).first()
-    name = row[0] if row else variant_id
-    options = ", ".join(f"{v}" for v in (row[1] or {}).values()) if row else ""
+    with Session(engine) as db:
+        variant = db.get(Variant, variant_id)
+        product = db.get(Product, variant.product_id) if variant else None
+        name = product.name if product else variant_id
+        options = ", ".join(variant.options.values()) if variant else ""
     days = [pd.Timestamp(p.ds) for p in fc.points]
     fig = Figure(figsize=(9, 3.6), dpi=100)
     FigureCanvasAgg(fig)
@@ -355,6 +352,5 @@ if __name__ == "__main__":  # the nightly batch: fill the forecast cache for eve
 
     settings = get_settings()
     report = forecast_all(get_engine(settings), settings, use_cache="--refresh" not in sys.argv)
-    print(
-        f"{len(report.forecasts)} variants: {report.computed} computed, {report.cached} cached, {report.seconds:.1f} s"
-    )
+    print(f"{len(report.forecasts)} variants: {report.computed} computed, {report.cached} cached", end="")
+    print(f" in {report.seconds:.1f} s")

@@ -42,6 +42,7 @@ __all__ = [
     "days_of_cover",
     "find_variants",
     "order_quantity",
+    "plan_variant",
     "reorder_list",
     "reorder_point",
     "safety_stock",
@@ -127,6 +128,10 @@ def _options_text(options: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in options.items())
 
 
+def _rate(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
 def _units(n: int) -> str:
     return f"{n} unit{'s' if n != 1 else ''}"
 
@@ -180,7 +185,10 @@ def stock_outlook(db: Session, settings: Settings, variant_id: str) -> StockOutl
             pass
         text = f"{label} is in stock: {_units(variant.stock_on_hand)} on hand."
         if cover is not None and rate is not None:
-            text += f" At the forecast demand of about {rate:.1f} a day that lasts about {cover:.0f} days."
+            lasts = (
+                "less than a day" if cover < 1 else f"about {cover:.0f} day{'s' if round(cover) != 1 else ''}"
+            )
+            text += f" At the forecast demand of about {_rate(rate)} a day that lasts {lasts}."
         elif rate is not None:
             text += " No sales are forecast, so it is not expected to run out."
         if orders:

@@ -45,9 +45,16 @@ def steps(engine, conv: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped
         return reply.meta["steps"]
 
 
-async def test_order_status_turn_streams_and_runs_the_right_tool(store_db, local_backend):
+async def test_order_status_turn_streams_and_runs_the_right_tool(store_db, local_backend, routed_agent_parts):
     # "model" style: the model itself writes (and streams) the reply; the guard decides whether it stands.
-    agent = Agent(local_backend, store_db, Settings(llm_backend="local", llm_answer_style="model"))
+    # The router is on, as in the app: without it a 135M model picks among every tool on offer.
+    _retriever, router = routed_agent_parts
+    agent = Agent(
+        local_backend,
+        store_db,
+        Settings(llm_backend="local", llm_answer_style="model"),
+        router=lambda: router,
+    )
     conv = conversation(store_db, "james_li_5688")
     events = await run(agent, conv, "Where is my order #W2611340?")
     decision = next(s for s in steps(store_db, conv) if s["type"] == "decision")

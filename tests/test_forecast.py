@@ -45,18 +45,19 @@ def intermittent_series(seed: int, n: int = 240, rate: float = 0.2) -> np.ndarra
 
 
 def test_seasonal_series_get_a_seasonal_model_that_beats_seasonal_naive() -> None:
-    df = pd.concat([daily(f"s{i}", seasonal_series(i)) for i in range(3)])
-    spec = ForecastSpec(freq="D", season_length=7, horizon=14, n_windows=4)
+    df = pd.concat([daily(f"s{i}", seasonal_series(i)) for i in range(2)])
+    spec = ForecastSpec(freq="D", season_length=7, horizon=14, n_windows=3)
     result = select_and_forecast(df, spec)
-    assert set(result.series) == {"s0", "s1", "s2"}
+    assert set(result.series) == {"s0", "s1"}
     for sf in result.series.values():
         assert sf.kind == "smooth"
         assert sf.model in {"auto_ets", "auto_arima", "auto_theta", "ensemble", "seasonal_naive"}
         # The weekly shape is in the forecast: it follows the pattern, not a flat line.
         pattern = np.roll(np.tile(WEEK, 2), -(210 % 7))
         assert np.corrcoef(sf.mean, pattern)[0, 1] > 0.9
-        assert sf.backtest.mase is not None and sf.backtest.mase < 1.0
-        assert sf.backtest.mae[sf.model] <= sf.backtest.mae["seasonal_naive"]
+        # Noise of sd 2 around the pattern: the best possible MASE here is ~0.7, seasonal naive's ~1.4.
+        assert sf.backtest.mase is not None and 0.5 < sf.backtest.mase < 1.2
+        assert sf.backtest.mae[sf.model] < 0.85 * sf.backtest.mae["seasonal_naive"]
         # Intervals: nested and around the mean, the next 14 days.
         assert (
             np.all(sf.lo[95] <= sf.lo[80]) and np.all(sf.lo[80] <= sf.mean) and np.all(sf.mean <= sf.hi[80])
@@ -65,7 +66,7 @@ def test_seasonal_series_get_a_seasonal_model_that_beats_seasonal_naive() -> Non
         assert sf.ds[0] == pd.Timestamp("2025-01-06") + pd.Timedelta(days=210) and len(sf.ds) == 14
     ev = evaluate_holdout(df, spec)
     assert ev.models["selected"]["mase"] < ev.models["seasonal_naive"]["mase"]
-    assert ev.models["selected"]["mase"] < 1.0 and 0 < ev.models["selected"]["smape"] < 10
+    assert ev.models["selected"]["mase"] < 1.2 and 0 < ev.models["selected"]["smape"] < 10
 
 
 def test_intermittent_series_use_intermittent_models_and_never_a_silent_zero() -> None:
@@ -85,9 +86,10 @@ def test_intermittent_series_use_intermittent_models_and_never_a_silent_zero() -
 
 
 def test_pooled_choice_lets_a_series_switch_only_for_a_clear_gain() -> None:
-    df = pd.concat([daily(f"s{i}", seasonal_series(i)) for i in range(4)])
-    spec = ForecastSpec(freq="D", season_length=7, horizon=14, n_windows=4)
+    df = pd.concat([daily(f"s{i}", seasonal_series(i, n=140)) for i in range(3)])
+    spec = ForecastSpec(freq="D", season_length=7, horizon=14, n_windows=3)
     ev = evaluate_holdout(df, spec)
+    assert len(ev.backtests) == 3
     for bt in ev.backtests.values():
         own = min(bt.mae, key=bt.mae.get)
         assert bt.chosen == own or bt.mae[own] >= 0.9 * bt.mae[bt.chosen]
