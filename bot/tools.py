@@ -385,6 +385,22 @@ async def list_my_orders(args: NoArgs, ctx: ToolContext) -> ToolResult:
     )
 
 
+def propose(tool: str, args: BaseModel, ctx: ToolContext, view: dict[str, Any], summary: str) -> ToolResult:
+    """A write on an order, waiting for the shopper's yes (the agent keeps it as the pending action)."""
+    return ToolResult(
+        outcome="proposed",
+        text=summary + " Shall I go ahead? Please answer yes or no.",
+        data=view,
+        card=order_card(view),
+        proposal={
+            "tool": tool,
+            "args": args.model_dump(),
+            "customer_id": ctx.customer_id,
+            "summary": summary,
+        },
+    )
+
+
 async def propose_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
     order, why = _owned_order(ctx, args.order_id)
     if order is None:
@@ -407,18 +423,7 @@ async def propose_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
         f"Cancel order {order.id} ({len(view['items'])} items, ${view['total']:.2f}), reason: {args.reason}. "
         "The refund goes back to the original payment method."
     )
-    return ToolResult(
-        outcome="proposed",
-        text=summary + " Shall I go ahead? Please answer yes or no.",
-        data=view,
-        card=order_card(view),
-        proposal={
-            "tool": "cancel_order",
-            "args": args.model_dump(),
-            "customer_id": ctx.customer_id,
-            "summary": summary,
-        },
-    )
+    return propose("cancel_order", args, ctx, view, summary)
 
 
 async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
@@ -463,18 +468,7 @@ async def propose_return(args: OrderArgs, ctx: ToolContext) -> ToolResult:
         f"Return order {order.id} ({names}, ${view['total']:.2f}). We email you a prepaid label, and the "
         "refund goes to the original payment method once the items are back."
     )
-    return ToolResult(
-        outcome="proposed",
-        text=summary + " Shall I go ahead? Please answer yes or no.",
-        data=view,
-        card=order_card(view),
-        proposal={
-            "tool": "return_order",
-            "args": args.model_dump(),
-            "customer_id": ctx.customer_id,
-            "summary": summary,
-        },
-    )
+    return propose("return_order", args, ctx, view, summary)
 
 
 async def execute_return(args: OrderArgs, ctx: ToolContext) -> ToolResult:
