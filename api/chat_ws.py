@@ -8,16 +8,18 @@ closes the model stream (no tokens generated for nobody); the shopper's message 
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter
 from sqlmodel import Session
 
+from api import frames
 from bot.agent import Agent
-from commerce.models import Conversation
+from bot.prompts import greeting
+from commerce.models import Conversation, StaffUser
+from shopdesk.bus import Subscription, conversation_channel
 from shopdesk.security import InvalidToken, read_token
 
 log = logging.getLogger(__name__)
@@ -46,46 +48,8 @@ FRAME_TYPES = ("message", "confirm", "ping")
 
 
 def parse_frame(raw: str | bytes | None, max_bytes: int) -> tuple[BaseModel | None, dict[str, Any] | None]:
-    """The frame, or the `error` event that explains why it was refused."""
-    if raw is None or isinstance(raw, bytes):
-        return None, {
-            "type": "error",
-            "code": "binary_frame",
-            "message": "Only JSON text frames are accepted.",
-        }
-    if len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
-        return None, {
-            "type": "error",
-            "code": "too_large",
-            "message": f"Frames are limited to {max_bytes // 1024} KiB.",
-        }
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None, {"type": "error", "code": "malformed_json", "message": "The frame is not valid JSON."}
-    if not isinstance(data, dict) or "type" not in data:
-        return None, {
-            "type": "error",
-            "code": "invalid_frame",
-            "message": "A frame is a JSON object with a type.",
-        }
-    if data["type"] not in FRAME_TYPES:
-        return None, {
-            "type": "error",
-            "code": "unknown_type",
-            "message": f"Unknown frame type {str(data['type'])[:40]!r}; expected one of {', '.join(FRAME_TYPES)}.",
-        }
-    try:
-        return _FRAME.validate_python(data), None
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
-        return None, {
-            "type": "error",
-            "code": "invalid_frame",
-            "message": f"{where}: {first['msg']}",
-            "client_id": data.get("id") if isinstance(data.get("id"), str) else None,
-        }
+    """The shopper's frame, or the `error` event that explains why it was refused."""
+    return frames.parse_frame(raw, max_bytes, _FRAME, FRAME_TYPES)
 
 
 class _Connection:
@@ -138,17 +102,59 @@ async def chat_socket(ws: WebSocket, token: str = "") -> None:
         return
     await ws.accept()
     conn = _Connection(ws, app.state.agent, conv.id)
-    await conn.send(
-        {"type": "ready", "conversation_id": conv.id, "identity": conv.identity, "state": conv.state}
-    )
-    worker = asyncio.create_task(conn.worker())
+    ready: dict[str, Any] = {
+        "type": "ready",
+        "conversation_id": conv.id,
+        "identity": conv.identity,
+        "state": conv.state,
+        # The admin-edited greeting (prompts/greeting.md); the widget shows it when there is no history.
+        "greeting": greeting(app.state.agent.prompts, conv.id, app.state.agent.store_name),
+    }
+    if conv.state == "agent" and conv.assigned_agent_id is not None:
+        with Session(app.state.engine) as db:
+            staff = db.get(StaffUser, conv.assigned_agent_id)
+        ready["agent"] = staff.display_name if staff else None
+    # Subscribed before `ready`: from here on nothing an agent sends can fall between the history
+    # the widget fetches and the live events.
+    async with app.state.bus.subscribe(conversation_channel(conv.id)) as sub:
+        await conn.send(ready)
+        worker = asyncio.create_task(conn.worker())
+        forward = asyncio.create_task(_forward_to_shopper(sub, conn))
+        try:
+            await _read_frames(ws, conn, settings.max_frame_bytes)
+        finally:
+            forward.cancel()
+            worker.cancel()
+            for task in (forward, worker):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+# What a shopper may see of events from agents and the handoff machine: never reasons or triggers.
+_SHOPPER_FIELDS = {
+    "handoff": ("type", "state", "agent", "text", "id"),
+    "agent_message": ("type", "id", "text", "agent", "card", "created_at"),
+}
+
+
+async def _forward_to_shopper(sub: Subscription, conn: "_Connection") -> None:
+    """Events other parties published for the shopper (`audience: all`), e.g. an agent's reply."""
+    while True:
+        event = await sub.get()
+        fields = _SHOPPER_FIELDS.get(event.get("type", ""))
+        if event.get("audience") != "all" or fields is None:
+            continue
+        await conn.send({k: event[k] for k in fields if k in event})
+
+
+async def _read_frames(ws: WebSocket, conn: "_Connection", max_frame_bytes: int) -> None:
     try:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
             raw = message.get("text") if message.get("text") is not None else message.get("bytes")
-            frame, error = parse_frame(raw, settings.max_frame_bytes)
+            frame, error = parse_frame(raw, max_frame_bytes)
             if error is not None:
                 await conn.send(error)
                 continue
@@ -168,7 +174,3 @@ async def chat_socket(ws: WebSocket, token: str = "") -> None:
                 )
     except WebSocketDisconnect:
         pass
-    finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await worker

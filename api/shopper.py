@@ -9,7 +9,7 @@ from sqlmodel import col, select
 
 from api.deps import SessionDep, SettingsDep, ShopperSession
 from bot import sessions
-from commerce.models import Customer, FraudLabel, Message, Order
+from commerce.models import Conversation, Customer, FraudLabel, Message, Order, StaffUser
 
 router = APIRouter(prefix="/api", tags=["shopper"])
 
@@ -46,6 +46,30 @@ def start_session(body: SessionRequest, db: SessionDep, settings: SettingsDep) -
     )
 
 
+@router.get("/conversation")
+def my_conversation(shopper: ShopperSession, db: SessionDep) -> dict[str, Any]:
+    """The conversation's state for a page reload: who has it, and the action waiting for the shopper's
+    yes (the `confirm` event was sent once, live; a reloaded widget redraws its buttons from here)."""
+    conv = db.get(Conversation, shopper.conversation_id)
+    if conv is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown conversation")
+    agent = db.get(StaffUser, conv.assigned_agent_id) if conv.assigned_agent_id is not None else None
+    pending = conv.pending_action or {}
+    return {
+        "conversation_id": conv.id,
+        "state": conv.state,
+        "agent": agent.display_name if agent is not None and conv.state == "agent" else None,
+        # A risk step-up is a question in the chat, not a yes/no: it has no buttons to redraw.
+        "pending_action": {
+            "action": pending.get("tool"),
+            "summary": pending.get("summary"),
+            "args": pending.get("args", {}),
+        }
+        if pending.get("tool") and not pending.get("step_up")
+        else None,
+    }
+
+
 @router.get("/conversation/messages")
 def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0, ge=0)) -> dict[str, Any]:
     """The session's own conversation (for reloads and reconnects); nobody else's is reachable."""
@@ -54,6 +78,16 @@ def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0
         .where(Message.conversation_id == shopper.conversation_id, col(Message.id) > after_id)
         .order_by(col(Message.id))
     ).all()
+    staff_ids = {r.agent_id for r in rows if r.agent_id is not None}
+    agents = (
+        dict(
+            db.exec(
+                select(StaffUser.id, StaffUser.display_name).where(col(StaffUser.id).in_(staff_ids))
+            ).all()
+        )
+        if staff_ids
+        else {}
+    )
     return {
         "conversation_id": shopper.conversation_id,
         "messages": [
@@ -65,6 +99,7 @@ def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0
                 "cards": (r.meta or {}).get("cards", []),
                 "citations": (r.meta or {}).get("citations", []),
                 "created_at": r.created_at.isoformat(),
+                **({"agent": agents.get(r.agent_id)} if r.role == "agent" else {}),
             }
             for r in rows
         ],

@@ -14,7 +14,7 @@ justify its cost against):
   - memory: the loaded artifact's arrays and the RSS growth of loading it (in a fresh process), for
     the store's artifact and one trained on ML-100k, against popularity-only artifacts of the same data.
 
-    .venv/bin/python benchmarks/recsys.py [--calls 1000] [--repeats 3] [--no-content]
+    .venv/bin/python benchmarks/recsys.py [--calls 1000] [--repeats 3] [--no-content] [--latency-only]
 """
 
 from __future__ import annotations
@@ -206,21 +206,25 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-content", action="store_true", help="skip the content model (no embedding)")
+    ap.add_argument(
+        "--latency-only", action="store_true", help="only the API latency (no ML-100k training, no memory)"
+    )
     args = ap.parse_args()
     content = not args.no_content
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (shared with other jobs)")
     if ml100k_dir() is None:
         sys.exit("MovieLens-100k missing: pip install --no-deps recbole==1.2.1")
 
-    print("\n== training at 100k interactions (MovieLens-100k, 943 users x 1,682 items) ==", flush=True)
-    ml = load_ml100k()
-    ml_index = Index.of(ml)
-    times, notes, ml_vectors = training_times(ml, ml_index, args.repeats, content)
-    base = times["popularity"]
-    print(f"{'model':<16}{'fit':>10}{'x popularity':>15}")
-    for name, seconds in times.items():
-        note = f"  ({notes[name]})" if name in notes else ""
-        print(f"{name:<16}{seconds:>9.3f}s{ratio(seconds, base):>15}{note}")
+    if not args.latency_only:
+        print("\n== training at 100k interactions (MovieLens-100k, 943 users x 1,682 items) ==", flush=True)
+        ml = load_ml100k()
+        ml_index = Index.of(ml)
+        times, notes, ml_vectors = training_times(ml, ml_index, args.repeats, content)
+        base = times["popularity"]
+        print(f"{'model':<16}{'fit':>10}{'x popularity':>15}")
+        for name, seconds in times.items():
+            note = f"  ({notes[name]})" if name in notes else ""
+            print(f"{name:<16}{seconds:>9.3f}s{ratio(seconds, base):>15}{note}")
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -280,6 +284,8 @@ def main() -> None:
                 f"p99 {pct(wall, 99):.2f} ms, CPU {cpu:.2f} ms/call"
             )
 
+        if args.latency_only:
+            return
         print("\n== memory of the loaded artifact ==", flush=True)
         ml_bundle = fit_tuned(ml, ml_index, "random", exclude_seen=True, item_vectors=ml_vectors)
         ml_path = artifact.save(tmp / "ml", ml_bundle, ml_index, data_hash=ml.data_hash())

@@ -7,9 +7,11 @@ Each step is recorded (decision, tool call, draft, grounding) on the assistant m
 be replayed and inspected. No database transaction is held while the model streams.
 """
 
+import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,15 +19,16 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from bot import grounding, slots
+from bot import grounding, handoff, sentiment, slots
 from bot.llm.base import BackendError, ChatBackend, Message, TextDelta, ToolCall
 from bot.prompts import PromptStore
 from bot.tools import ToolContext, ToolRegistry, ToolResult, default_tools, slot_values
 from commerce import customers
 from commerce.models import Conversation, ToolCallRecord, utcnow
 from commerce.models import Message as MessageRow
+from shopdesk.bus import QUEUE_CHANNEL, conversation_channel
 from shopdesk.db import session_scope
-from shopdesk.metrics import REPLIES_CHECKED, REPLIES_REPAIRED, REPLIES_REPLACED
+from shopdesk.metrics import REPLIES_CHECKED, REPLIES_REPAIRED, REPLIES_REPLACED, observe_turn
 from shopdesk.redact import redact_value
 from shopdesk.settings import Settings
 
@@ -42,8 +45,8 @@ ASK_TEXT = {
     "clarification": "Could you tell me a bit more about what you need? I can check, list or cancel your orders.",
 }
 UNAVAILABLE_TEXT = (
-    "I'm having trouble answering right now. Your message is saved. "
-    "Would you like me to connect you with a person from our support team?"
+    "I'm having trouble answering right now. Your message is saved, and a member of our support team "
+    "will reply here."
 )
 SAFE_FALLBACK = (
     "I can help with your orders: checking an order's status and tracking, listing your orders, "
@@ -76,6 +79,7 @@ class Agent:
         store_name: str = "Shopdesk Demo Store",
         retriever: Callable[[], Any] | None = None,
         router: Callable[[], Any] | None = None,
+        bus: Any = None,
     ):
         self.backend = backend
         self.engine = engine
@@ -88,11 +92,17 @@ class Agent:
         # bot.router.IntentRouter factory: orders the small model's choices (None: tool order).
         self._router_factory = router
         self._router: Any = None
+        self._router_lock = threading.Lock()
+        # shopdesk.bus: what agents' consoles (maybe in other processes) must see of this chat.
+        self.bus = bus
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def router(self) -> Any:
         if self._router is None and self._router_factory is not None:
-            self._router = self._router_factory()
+            with self._router_lock:  # the server's warm-up thread may be building it right now
+                if self._router is None:
+                    self._router = self._router_factory()
         return self._router
 
     # ---- public ---------------------------------------------------------------------------------
@@ -102,19 +112,38 @@ class Agent:
     ) -> AsyncIterator[Event]:
         """Handle one shopper message; yields protocol events and always ends with `done`."""
         started = time.perf_counter()
-        turn = _Turn(started)
+        turn = _Turn(started, conversation_id)
         # Short synchronous blocks on purpose: threads cost more here (GIL hand-offs) than they save.
         stored = self._store_user_message(conversation_id, text, client_id)
         if stored is None:
             yield {"type": "done", "duplicate": True, "client_id": client_id}
             return
-        conv, message_id = stored
+        conv, message_id, mood = stored
         yield {"type": "ack", "message_id": message_id, "client_id": client_id}
-
+        await self.publish(
+            conversation_id,
+            {
+                "type": "shopper_message",
+                "message": {"id": message_id, "role": "user", "text": text, "sentiment": mood},
+            },
+        )
+        if conv.state == "closed":  # the shopper writes again: the bot picks the chat back up
+            await self.transition(conversation_id, "bot", "reopen")
+            conv.state = "bot"
         if conv.state in ("waiting", "agent"):
-            yield {"type": "handoff", "state": conv.state, "text": "A member of our team will reply here."}
+            # A person has (or will have) this chat: the message is stored and on its way to them.
+            if conv.state == "agent" and message_id is not None:
+                self.suggest_later(conversation_id, message_id)
             yield {"type": "done"}
             return
+        if mood is not None and mood <= self.settings.handoff_sentiment and not conv.pending_action:
+            event = await self.transition(
+                conversation_id, "waiting", "negative_sentiment", f"sentiment {mood:+.2f}"
+            )
+            if event is not None:
+                yield event
+                yield {"type": "done"}
+                return
 
         try:
             if conv.pending_action:
@@ -126,16 +155,10 @@ class Agent:
         except BackendError as exc:
             log.warning("backend failed in conversation %s: %s", conversation_id, exc)
             turn.steps.append({"type": "error", "error": str(exc)})
-            offer = self._offer_handoff(conversation_id, "the assistant is unavailable")
-            yield {
-                "type": "error",
-                "code": "llm_unavailable",
-                "message": UNAVAILABLE_TEXT,
-                "handoff_offer": True,
-            }
-            yield {"type": "confirm", "action": "handoff", "summary": offer["summary"], "args": offer["args"]}
+            yield {"type": "error", "code": "llm_unavailable", "message": UNAVAILABLE_TEXT}
             turn.final_text = UNAVAILABLE_TEXT
             turn.draft = ""
+            turn.handoff = ("error", "the assistant is unavailable")
 
         message_id = self._save_reply(conversation_id, turn)
         yield {
@@ -145,7 +168,151 @@ class Agent:
             "citations": turn.citations,
             "replaced": turn.replaced,
         }
+        await self.publish(
+            conversation_id,
+            {
+                "type": "bot_message",
+                "message": {
+                    "id": message_id,
+                    "role": "assistant",
+                    "text": turn.final_text,
+                    "cards": turn.cards,
+                    "citations": turn.citations,
+                    "replaced": turn.replaced,
+                    "tools": turn.tool_calls,
+                },
+            },
+        )
+        if turn.handoff is None and self._count_failed_turn(conversation_id, turn.failed):
+            turn.handoff = ("failed_turns", "the assistant could not help twice in a row")
+        if turn.handoff is not None:
+            trigger, reason = turn.handoff
+            # The reply already told the shopper when a tool handed over; otherwise the event does.
+            event = await self.transition(
+                conversation_id, "waiting", trigger, reason, say=not turn.said_handoff
+            )
+            if event is not None:
+                yield event
         yield {"type": "done", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    # ---- handoff and the bus --------------------------------------------------------------------
+
+    async def publish(self, conversation_id: str, event: Event, audience: str = "agent") -> None:
+        """Tell the conversation's other sockets: `agent` (consoles) or `all` (the shopper too)."""
+        if self.bus is None:
+            return
+        try:
+            await self.bus.publish(
+                conversation_channel(conversation_id),
+                {**event, "conversation_id": conversation_id, "audience": audience},
+            )
+        except Exception:  # the bus is a notification; the database already has everything
+            log.exception("bus publish failed for %s", conversation_id)
+
+    async def transition(
+        self,
+        conversation_id: str,
+        to: str,
+        trigger: str,
+        reason: str | None = None,
+        agent_id: int | None = None,
+        audience: str = "agent",
+        say: bool = True,
+    ) -> Event | None:
+        """Move the conversation through the handoff machine, keep the shopper-facing line in the
+        history, and tell consoles (and, for `audience="all"`, the shopper's socket). None when the
+        machine refuses (already there); agents' routes call `handoff.move` checks first."""
+        with session_scope(self.engine) as db:
+            try:
+                conv, event = handoff.move(db, conversation_id, to, trigger, reason, agent_id)
+            except handoff.InvalidTransition:
+                return None
+            if not say:
+                event.pop("text", None)
+            if event.get("text"):
+                row = MessageRow(
+                    conversation_id=conversation_id,
+                    role="system",
+                    content=event["text"],
+                    meta={"handoff": to, "trigger": trigger},
+                )
+                db.add(row)
+                db.flush()
+                event["id"] = row.id
+            state = conv.state
+        await self.publish(conversation_id, {**event, "trigger": trigger, "reason": reason}, audience)
+        if self.bus is not None:
+            try:
+                await self.bus.publish(
+                    QUEUE_CHANNEL,
+                    {"type": "queue_changed", "conversation_id": conversation_id, "state": state},
+                )
+            except Exception:
+                log.exception("bus publish failed for the queue")
+        return event
+
+    def suggest_later(self, conversation_id: str, message_id: int) -> None:
+        """Draft replies for the agent in the background (bot/suggest.py), streamed over the bus."""
+        from bot import suggest
+
+        async def run() -> None:
+            try:
+                async for event in suggest.draft(self, conversation_id, message_id):
+                    await self.publish(conversation_id, event)
+            except Exception:
+                log.exception("suggested replies failed in %s", conversation_id)
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def run_agent_action(
+        self, conversation_id: str, action: dict[str, Any], agent_id: int, confirm: bool
+    ) -> ToolResult:
+        """A write a support agent clicked (from a suggestion): proposed first (`confirm=False`
+        shows what would happen), run only with `confirm=True`. Authorisation is the conversation's
+        bound customer, as for the bot; the agent is the review a risk review asks for, but a fraud
+        block still stops it."""
+        name = str(action.get("tool", ""))
+        if name not in self.tools:
+            return ToolResult(outcome="invalid", text=f"There is no action called {name}.")
+        tool = self.tools.get(name)
+        t0 = time.perf_counter()
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            assert conv is not None
+            ctx = ToolContext(
+                db,
+                conv,
+                self._user_texts(db, conv.id),
+                retriever=self.retriever,
+                settings=self.settings,
+                reviewed_by=agent_id,
+            )
+            if not tool.available_to(conv):
+                result = ToolResult(outcome="refused", text="This conversation has no verified customer.")
+            else:
+                try:
+                    args = tool.args_model.model_validate(action.get("args") or {})
+                except ValueError as exc:
+                    return ToolResult(outcome="invalid", text=f"Invalid arguments: {exc}")
+                result = await tool.run(args, ctx)
+                if result.proposal and confirm and tool.execute is not None:
+                    result = await tool.execute(args, ctx)
+            result.audit["actor"] = f"agent:{agent_id}"
+            outcome = result.outcome if confirm or result.outcome != "proposed" else "proposed"
+            self._audit(db, conv.id, tool.name, dict(action.get("args") or {}), outcome, result, t0)
+        return result
+
+    def _count_failed_turn(self, conversation_id: str, failed: bool) -> bool:
+        """Keep the run of turns that did not help; True when it reaches the handoff threshold."""
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            if conv is None or conv.state != "bot":
+                return False
+            conv.failed_turns = conv.failed_turns + 1 if failed else 0
+            db.add(conv)
+            return conv.failed_turns >= self.settings.handoff_failed_turns
 
     async def confirm(self, conversation_id: str, approve: bool) -> AsyncIterator[Event]:
         """The confirm/cancel buttons: the same path as typing yes or no."""
@@ -167,7 +334,7 @@ class Agent:
             db.add(conv)
             if answer is not True:
                 self._audit(
-                    db, conv.id, pending.get("tool", "?"), pending.get("args", {}), "declined", {}, 0.0
+                    db, conv.id, pending.get("tool", "?"), pending.get("args", {}), "declined", {}, 0.0, turn
                 )
         if answer is None:
             # The shopper moved on: nothing is changed, and the new message is handled normally.
@@ -198,7 +365,7 @@ class Agent:
             else:
                 args = tool.args_model.model_validate(pending["args"])
                 result = await (tool.execute or tool.run)(args, ctx)
-            self._audit(db, conv.id, tool.name, pending["args"], result.outcome, result, t0)
+            self._audit(db, conv.id, tool.name, pending["args"], result.outcome, result, t0, turn)
         async for event in self._emit_result(tool.name, result, turn):
             yield event
 
@@ -235,11 +402,11 @@ class Agent:
                     + risk.STEP_UP_TEXT.format(order_id=step["order_id"]),
                 )
             else:
-                conv.state = "waiting"
                 result = ToolResult(
                     outcome="refused",
                     text=risk.HANDOFF_TEXT,
                     handoff_reason="the shopper could not confirm a detail of the order",
+                    handoff_trigger="fraud_review",
                 )
             db.add(conv)
             self._audit(
@@ -250,6 +417,7 @@ class Agent:
                 f"step_up_{'passed' if passed else 'failed'}",
                 result,
                 t0,
+                turn,
             )
         async for event in self._emit_result(tool.name, result, turn):
             yield event
@@ -267,9 +435,9 @@ class Agent:
         decision = await self._decide(conv, history, text, user_texts, identity, turn)
         action = decision.get("action", "answer")
         if action == "ask":
-            async for event in self._say(
-                preface + ASK_TEXT.get(decision.get("need", ""), ASK_TEXT["clarification"]), turn
-            ):
+            need = decision.get("need", "")
+            turn.failed = need not in ASK_TEXT or need == "clarification"
+            async for event in self._say(preface + ASK_TEXT.get(need, ASK_TEXT["clarification"]), turn):
                 yield event
             return
         if action == "decline":
@@ -281,7 +449,7 @@ class Agent:
                 yield event
             return
         args = {k: v for k, v in decision.items() if k != "action"}
-        result = await self._run_tool(conv.id, action, args, user_texts)
+        result = await self._run_tool(conv.id, action, args, user_texts, turn)
         async for event in self._emit_result(action, result, turn, history=history, preface=preface):
             yield event
 
@@ -299,9 +467,9 @@ class Agent:
             turn.steps.append({"type": "decision", "router": True, "valid": True, "decision": verdict})
             return verdict
         schema, actions, examples = self._decision_schema(conv, user_texts, text)
-        prompt = self.prompts.render("decide", identity=identity, actions=actions, examples=examples)
+        prompt = self.prompts.render("decide", conv.id, identity=identity, actions=actions, examples=examples)
         messages = [
-            self._system(),
+            self._system(conv.id),
             *history[:-1],
             {"role": "user", "content": f'{prompt}\nShopper: "{text[:1000]}" ->'},
         ]
@@ -428,7 +596,7 @@ class Agent:
         self, conv: Conversation, history: list[Message], user_texts: list[str], turn: "_Turn", preface: str
     ) -> AsyncIterator[Event]:
         """Capable models call tools themselves; each call still goes through the registry."""
-        messages = [self._system(), *history]
+        messages = [self._system(conv.id), *history]
         specs = self.tools.specs()
         for _round in range(4):
             calls: list[ToolCall] = []
@@ -459,7 +627,7 @@ class Agent:
                 }
             )
             for i, call in enumerate(calls):
-                result = await self._run_tool(conv.id, call.name, call.arguments, user_texts)
+                result = await self._run_tool(conv.id, call.name, call.arguments, user_texts, turn)
                 turn.sources.append(result.text)
                 if result.outcome != "ok" or result.proposal or result.handoff_reason:
                     async for event in self._emit_result(call.name, result, turn, preface=preface):
@@ -475,11 +643,17 @@ class Agent:
             with session_scope(self.engine) as db:
                 conv = db.get(Conversation, conv.id)  # type: ignore[assignment]
             specs = [t.spec() for t in self.tools.available(conv)]
+        turn.failed = True
         async for event in self._say(SAFE_FALLBACK, turn):
             yield event
 
     async def _run_tool(
-        self, conversation_id: str, name: str, args: dict[str, Any], user_texts: list[str]
+        self,
+        conversation_id: str,
+        name: str,
+        args: dict[str, Any],
+        user_texts: list[str],
+        turn: "_Turn | None" = None,
     ) -> ToolResult:
         t0 = time.perf_counter()
         with session_scope(self.engine) as db:
@@ -497,7 +671,7 @@ class Agent:
             if result.proposal:
                 conv.pending_action = result.proposal
                 db.add(conv)
-            self._audit(db, conversation_id, name, args, result.outcome, result, t0)
+            self._audit(db, conversation_id, name, args, result.outcome, result, t0, turn)
         return result
 
     async def _emit_result(
@@ -509,6 +683,10 @@ class Agent:
         preface: str = "",
     ) -> AsyncIterator[Event]:
         turn.steps.append({"type": "tool", "tool": tool_name, "outcome": result.outcome})
+        if result.outcome in ("invalid", "error"):
+            turn.failed = True
+        if result.outcome == "error":
+            turn.handoff = ("error", f"{tool_name} failed")
         turn.sources.append(result.text)
         turn.citations.extend(result.citations)
         if result.card:
@@ -522,7 +700,8 @@ class Agent:
                 "args": result.proposal["args"],
             }
         if result.handoff_reason:
-            yield {"type": "handoff", "state": "waiting", "reason": result.handoff_reason}
+            turn.handoff = (result.handoff_trigger, result.handoff_reason)
+            turn.said_handoff = True  # the result's text is the shopper-facing line
         model_phrases = self.settings.llm_answer_style == "model"
         if result.outcome == "ok" and history is not None and not result.handoff_reason and model_phrases:
             turn.key_facts.extend(result.key_facts)
@@ -536,7 +715,11 @@ class Agent:
         self, history: list[Message], facts: list[str], turn: "_Turn", preface: str
     ) -> AsyncIterator[Event]:
         """The model writes the reply from this turn's facts; the grounding guard decides if it stands."""
-        messages = self._with_instruction(history, self.prompts.render("answer", facts="\n".join(facts)))
+        messages = self._with_instruction(
+            history,
+            self.prompts.render("answer", turn.conversation_id, facts="\n".join(facts)),
+            turn.conversation_id,
+        )
         parts: list[str] = []
         if preface:
             yield {"type": "token", "text": preface}
@@ -549,9 +732,11 @@ class Agent:
         turn.draft = "".join(parts)
         await self._guard(turn, history, facts, preface)
 
-    def _with_instruction(self, history: list[Message], instruction: str) -> list[Message]:
+    def _with_instruction(
+        self, history: list[Message], instruction: str, conversation_id: str | None = None
+    ) -> list[Message]:
         """The conversation with this turn's instruction attached to the shopper's last message."""
-        messages = [self._system(), *history]
+        messages = [self._system(conversation_id), *history]
         if messages[-1]["role"] != "user":  # after tool results (native tool calling)
             return [*messages, {"role": "user", "content": f"({instruction})"}]
         last = dict(messages[-1])
@@ -577,12 +762,14 @@ class Agent:
         turn.replaced = True
         instruction = self.prompts.render(
             "answer_strict",
+            turn.conversation_id,
             facts="\n".join(facts),
             unsupported=", ".join(result.unsupported + result.missing) or "nothing useful",
         )
         parts: list[str] = []
         async for event in self.backend.stream(
-            self._with_instruction(history, instruction), max_tokens=self.settings.llm_max_tokens
+            self._with_instruction(history, instruction, turn.conversation_id),
+            max_tokens=self.settings.llm_max_tokens,
         ):
             if isinstance(event, TextDelta):
                 parts.append(event.text)
@@ -594,6 +781,8 @@ class Agent:
             turn.final_text = preface + retry
             return
         REPLIES_REPLACED.inc()
+        if not any(turn.sources):
+            turn.failed = True  # nothing to say but the generic fallback
         turn.final_text = preface + (" ".join(s for s in turn.sources if s) or SAFE_FALLBACK)
 
     async def _say(self, text: str, turn: "_Turn") -> AsyncIterator[Event]:
@@ -604,27 +793,13 @@ class Agent:
         turn.final_text = text
         turn.draft = text
 
-    def _offer_handoff(self, conversation_id: str, reason: str) -> dict[str, Any]:
-        """When the model fails, a yes must reach a person without needing the model again."""
-        with session_scope(self.engine) as db:
-            conv = db.get(Conversation, conversation_id)
-            assert conv is not None
-            offer = {
-                "tool": "handoff",
-                "args": {"reason": reason},
-                "customer_id": conv.customer_id,
-                "summary": "Connect you with a person from our support team.",
-            }
-            conv.pending_action = offer
-            db.add(conv)
-        return offer
-
     # ---- persistence and context ----------------------------------------------------------------
 
     def _store_user_message(
         self, conversation_id: str, text: str, client_id: str | None
-    ) -> tuple[Conversation, int | None] | None:
-        """Keep the shopper's message before anything can fail; None when this client id was seen."""
+    ) -> tuple[Conversation, int | None, float | None] | None:
+        """Keep the shopper's message (and its sentiment) before anything can fail; None when this
+        client id was seen."""
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conversation_id)
             if conv is None:
@@ -638,12 +813,19 @@ class Agent:
                 ).first()
             ):
                 return None
-            row = MessageRow(conversation_id=conversation_id, role="user", content=text, client_id=client_id)
+            mood = sentiment.score(text)
+            row = MessageRow(
+                conversation_id=conversation_id,
+                role="user",
+                content=text,
+                client_id=client_id,
+                sentiment=mood,
+            )
             db.add(row)
             conv.updated_at = utcnow()
             db.add(conv)
             db.flush()
-            return conv, row.id
+            return conv, row.id, mood
 
     def _load_context(self, conv: Conversation) -> tuple[list[Message], list[str], str]:
         with session_scope(self.engine) as db:
@@ -651,6 +833,8 @@ class Agent:
             return history, user_texts, self._identity_line(db, conv)
 
     def _save_reply(self, conversation_id: str, turn: "_Turn") -> int | None:
+        latency_ms = round((time.perf_counter() - turn.started) * 1000, 1)
+        observe_turn(latency_ms, turn.ttft_ms)
         with session_scope(self.engine) as db:
             row = MessageRow(
                 conversation_id=conversation_id,
@@ -663,7 +847,8 @@ class Agent:
                     "draft": turn.draft if turn.replaced else None,
                     "steps": turn.steps,
                     "ttft_ms": turn.ttft_ms,
-                    "latency_ms": round((time.perf_counter() - turn.started) * 1000, 1),
+                    "failed": turn.failed,  # did not help: analytics' unanswered questions
+                    "latency_ms": latency_ms,
                 },
             )
             db.add(row)
@@ -679,25 +864,29 @@ class Agent:
         outcome: str,
         result: ToolResult | dict[str, Any],
         t0: float,
+        turn: "_Turn | None" = None,
     ) -> None:
         detail = (
             {"text": result.text, **result.audit, "card_kind": (result.card or {}).get("kind")}
             if isinstance(result, ToolResult)
             else result
         )
-        db.add(
-            ToolCallRecord(
-                conversation_id=conversation_id,
-                tool=tool,
-                arguments=redact_value(args),  # type: ignore[arg-type]
-                outcome=outcome,
-                result=redact_value(detail),  # type: ignore[arg-type]
-                latency_ms=round((time.perf_counter() - t0) * 1000, 2) if t0 else 0.0,
-            )
+        record = ToolCallRecord(
+            conversation_id=conversation_id,
+            tool=tool,
+            arguments=redact_value(args),  # type: ignore[arg-type]
+            outcome=outcome,
+            result=redact_value(detail),  # type: ignore[arg-type]
+            latency_ms=round((time.perf_counter() - t0) * 1000, 2) if t0 else 0.0,
         )
+        db.add(record)
+        if turn is not None:
+            turn.tool_calls.append(tool_call_view(record))
 
-    def _system(self) -> Message:
-        return {"role": "system", "content": self.prompts.render("system", store_name=self.store_name)}
+    def _system(self, conversation_id: str | None = None) -> Message:
+        """The system prompt; with a conversation id, the version its A/B test arm gets."""
+        content = self.prompts.render("system", conversation_id, store_name=self.store_name)
+        return {"role": "system", "content": content}
 
     def _context(self, db: Any, conversation_id: str) -> tuple[list[Message], list[str]]:
         """The recent messages the model sees, and everything the shopper wrote (arguments must be
@@ -751,8 +940,9 @@ def _grounding_step(result: grounding.GroundingResult) -> dict[str, Any]:
 class _Turn:
     """What one turn accumulates: steps for the audit/replay, sources for grounding, the reply."""
 
-    def __init__(self, started: float):
+    def __init__(self, started: float, conversation_id: str | None = None):
         self.started = started
+        self.conversation_id = conversation_id  # renders the prompt versions its A/B arms get
         self.steps: list[dict[str, Any]] = []
         self.sources: list[str] = []
         self.user_sources: list[str] = []
@@ -763,7 +953,24 @@ class _Turn:
         self.final_text = ""
         self.replaced = False
         self.ttft_ms: float | None = None
+        self.failed = False  # the turn did not help (clarification, invalid or failed tool, fallback)
+        self.handoff: tuple[str, str] | None = None  # (trigger, reason): a person takes over after it
+        self.said_handoff = False
+        self.tool_calls: list[dict[str, Any]] = []  # for the agents' live transcript
 
     def mark_first_token(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)
+
+
+def tool_call_view(record: ToolCallRecord) -> dict[str, Any]:
+    """A tool call as agents see it in the transcript (arguments and results already redacted)."""
+    return {
+        "tool": record.tool,
+        "outcome": record.outcome,
+        "arguments": record.arguments,
+        "result": {k: v for k, v in (record.result or {}).items() if k != "text"},
+        "text": (record.result or {}).get("text", ""),
+        "latency_ms": record.latency_ms,
+        "created_at": record.created_at.isoformat() if record.created_at else None,
+    }

@@ -63,6 +63,10 @@ def gate(ctx: ToolContext, order: Order, action: str, tool: str, args: dict[str,
     risk = assess(ctx, order, action)
     if risk is None or risk["decision"] == "allow":
         return None
+    ctx.conversation.fraud_flag = True  # the agents' queue shows it
+    ctx.db.add(ctx.conversation)
+    if risk["decision"] == "review" and ctx.reviewed_by is not None:
+        return None  # a person looked at it: the agent who clicked the action (the flag stays)
     if risk["decision"] == "review":
         return ToolResult(
             outcome="proposed",
@@ -76,12 +80,11 @@ def gate(ctx: ToolContext, order: Order, action: str, tool: str, args: dict[str,
             },
             audit={"risk": risk},
         )
-    ctx.conversation.state = "waiting"
-    ctx.db.add(ctx.conversation)
     return ToolResult(
         outcome="refused",
         text=HANDOFF_TEXT,
         handoff_reason=f"{action} request needs a review by the support team",
+        handoff_trigger="fraud_review",
         audit={"risk": risk},
     )
 

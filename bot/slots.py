@@ -86,3 +86,56 @@ def yes_or_no(text: str) -> bool | None:
 def cancel_reason(text: str) -> str:
     lowered = text.lower()
     return "ordered by mistake" if "mistake" in lowered or "accident" in lowered else "no longer needed"
+
+
+# ---- item ids, phrases and addresses ------------------------------------------------------------
+
+_ITEM_ID = re.compile(r"(?<![A-Za-z0-9#])(\d{10})(?![0-9])")
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def item_ids(text: str) -> list[str]:
+    """Catalog item ids (ten digits, tau2's variant ids) the shopper wrote."""
+    return list(dict.fromkeys(_ITEM_ID.findall(text)))
+
+
+def phrase_backed(value: str, said: str) -> bool:
+    """Whether every word of `value` is one the shopper wrote (a model may reorder, not invent).
+    Chinese has no spaces, so a non-ASCII piece must appear as it is."""
+    tokens = _TOKEN.findall(value.lower())
+    written = said.lower()
+    words_said = set(_TOKEN.findall(written))
+    return bool(tokens) and all(t in words_said or (not t.isascii() and t in written) for t in tokens)
+
+
+def _state_pattern() -> str:
+    from commerce.addresses import US_STATES
+
+    names = sorted(US_STATES.values(), key=len, reverse=True)
+    return "|".join(re.escape(n) for n in names)
+
+
+# "445 Maple Drive, Suite 394, Fort Worth, TX 76165": number and street, an optional unit, the city,
+# the state (code or name), and a zip kept loose here so that a wrong one is named, not ignored.
+_ADDRESS = re.compile(
+    r"(?<![A-Za-z0-9#])(?P<street>\d{1,6}[A-Za-z]?\s+[A-Za-z0-9][A-Za-z0-9.'\- ]{1,60}?)\s*,\s*"
+    r"(?:(?P<unit>(?:apt|apartment|suite|ste|unit|floor|fl|room|rm|#)\.?\s*#?\s*[A-Za-z0-9-]+)\s*,\s*)?"
+    r"(?P<city>[A-Za-z][A-Za-z.'\- ]{1,40}?)\s*,?\s+"
+    rf"(?P<state>{_state_pattern()}|[A-Za-z]{{2}})\.?\s*,?\s*"
+    r"(?P<zip>\d[\d-]{2,9})(?![0-9])",
+    re.IGNORECASE,
+)
+
+
+def addresses(text: str) -> list[dict[str, str]]:
+    """US street addresses written in one line, as {street, address2, city, state, zip} (unvalidated)."""
+    return [
+        {
+            "street": m["street"].strip(),
+            "address2": (m["unit"] or "").strip(),
+            "city": m["city"].strip(),
+            "state": m["state"].strip(),
+            "zip": m["zip"].strip("-"),
+        }
+        for m in _ADDRESS.finditer(text)
+    ]

@@ -20,7 +20,9 @@ from bot import slots
 from commerce import customers, orders
 from commerce.models import Conversation
 
-Outcome = Literal["ok", "refused", "invalid", "proposed", "confirmed", "error"]
+# "ask": a question back to the shopper for a choice the tool cannot make for them (which item, which
+# size, an address to fix); a step of the request, not a failed turn.
+Outcome = Literal["ok", "refused", "invalid", "ask", "proposed", "confirmed", "error"]
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ToolContext:
     retriever: Callable[[], Any] | None = None
     settings: Any = None  # shopdesk.settings.Settings of the running agent (None: the process's)
     cleared_order: str | None = None  # an order the shopper just proved they hold (risk step-up)
+    reviewed_by: int | None = None  # a support agent runs this action: they are the risk review
 
     @property
     def customer_id(self) -> str | None:
@@ -44,7 +47,8 @@ class ToolResult(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     card: dict[str, Any] | None = None
     proposal: dict[str, Any] | None = None
-    handoff_reason: str | None = None
+    handoff_reason: str | None = None  # set: a person takes over (bot/handoff.py moves the state)
+    handoff_trigger: str = "shopper_request"  # bot.handoff.BOT_TRIGGERS
     key_facts: list[str] = Field(default_factory=list)  # what a reply phrased by the model must state
     citations: list[dict[str, Any]] = Field(default_factory=list)  # documents the reply rests on
     audit: dict[str, Any] = Field(default_factory=dict)  # internal detail for the audit log only
@@ -235,6 +239,9 @@ def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:
         if slot in ("first_name", "last_name"):
             if str(value).lower() not in slots.words(said):
                 missing.append(name)
+        elif slot == "phrase":  # free words (an item's name, an address): each must be the shopper's
+            if not slots.phrase_backed(str(value), said):
+                missing.append(name)
         elif str(value).lower() not in {v.lower() for v in backing.get(slot, [])}:
             missing.append(name)
     return missing
@@ -258,6 +265,7 @@ def slot_values(user_texts: list[str]) -> dict[str, list[str]]:
         "order_id": latest_first(slots.order_ids),
         "email": latest_first(slots.emails),
         "zip": latest_first(slots.zips),
+        "item_id": latest_first(slots.item_ids),
         "cancel_reason": sorted(reasons, key=lambda r: r != slots.cancel_reason(latest)),
     }
 
@@ -561,17 +569,20 @@ async def verify_guest(args: VerifyArgs, ctx: ToolContext) -> ToolResult:
 
 
 async def handoff(args: HandoffArgs, ctx: ToolContext) -> ToolResult:
-    ctx.conversation.state = "waiting"
-    ctx.db.add(ctx.conversation)
+    """The agent moves the conversation to `waiting` (bot/handoff.py) when it sees the reason."""
+    from bot.handoff import SHOPPER_TEXT
+
     return ToolResult(
         outcome="ok",
-        text="I'm handing this conversation to a member of our support team. Please stay here; they will reply in this chat.",
+        text=SHOPPER_TEXT["shopper_request"],
         handoff_reason=args.reason.strip() or "the shopper asked for a person",
+        handoff_trigger="shopper_request",
     )
 
 
 def default_tools() -> ToolRegistry:
     from bot.catalog_tools import catalog_tools
+    from bot.order_tools import order_write_tools
 
     return ToolRegistry(
         [
@@ -670,6 +681,10 @@ def default_tools() -> ToolRegistry:
                     "is there a warranty on electronics?",
                     "how do I exchange an item for another size?",
                     "can I exchange my shoes for a different product?",
+                    "can I exchange an item for a different colour?",
+                    "how can I change the shipping address of an order?",
+                    "can I change my delivery address after ordering?",
+                    "怎么换货？",
                     "what are your opening hours and how can I contact you?",
                     "do you offer price adjustments if the price drops?",
                     "how do you use my personal data?",
@@ -699,6 +714,7 @@ def default_tools() -> ToolRegistry:
                 ),
                 example='"I want to talk to a person" -> {"action":"handoff","reason":"shopper asked for a human"}',
             ),
+            *order_write_tools(),
             *catalog_tools(),
         ]
     )

@@ -16,6 +16,7 @@ another version is refused and scoring falls back to the rules (commerce/fraud.p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -141,8 +142,10 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=65_536)
 def address_key(address1: str, zip_code: str) -> str:
-    """Two spellings of one street address compare equal: case, spaces and punctuation ignored."""
+    """Two spellings of one street address compare equal: case, spaces and punctuation ignored.
+    Cached: scoring one order keys every earlier order of the customer and of the zip again."""
     street = "".join(ch for ch in address1.lower() if ch.isalnum() or ch == " ")
     return f"{' '.join(street.split())}|{zip_code.strip()[:5]}"
 
@@ -363,15 +366,21 @@ _ORDER_COLS = (
 )
 _CID = bindparam("cid")
 # Built once: SQLAlchemy then reuses their compiled form (scoring is on the checkout's hot path).
-_Q_CUSTOMER = select(Customer.id, Customer.first_name, Customer.last_name, Customer.created_at).where(
-    Customer.id == _CID
-)
 _Q_DEFAULT = (
     select(Address.address1, Address.zip)
-    .where(Address.customer_id == _CID, col(Address.is_default).is_(True))
+    .where(Address.customer_id == Customer.id, col(Address.is_default).is_(True))
     .order_by(col(Address.created_at).desc(), col(Address.id).desc())
     .limit(1)
 )
+# The profile and its default address in one round trip (two correlated scalar subqueries).
+_Q_CUSTOMER = select(
+    Customer.id,
+    Customer.first_name,
+    Customer.last_name,
+    Customer.created_at,
+    _Q_DEFAULT.with_only_columns(Address.address1).scalar_subquery().label("default_address1"),
+    _Q_DEFAULT.with_only_columns(Address.zip).scalar_subquery().label("default_zip"),
+).where(Customer.id == _CID)
 _Q_METHODS = select(PaymentMethod.id, PaymentMethod.kind, PaymentMethod.added_at).where(
     PaymentMethod.customer_id == _CID
 )
@@ -426,7 +435,6 @@ def load_customer(db: Session | Connection, customer_id: str) -> CustomerFacts |
     cust = conn.execute(_Q_CUSTOMER, {"cid": customer_id}).first()
     if cust is None:
         return None
-    default = conn.execute(_Q_DEFAULT, {"cid": customer_id}).first()
     methods = conn.execute(_Q_METHODS, {"cid": customer_id}).all()
     order_rows = conn.execute(_Q_ORDERS, {"cid": customer_id}).all()
     items: dict[str, list[tuple[str, float]]] = defaultdict(list)
@@ -442,7 +450,9 @@ def load_customer(db: Session | Connection, customer_id: str) -> CustomerFacts |
         first_name=cust.first_name,
         last_name=cust.last_name,
         created_at=utc(cust.created_at),
-        default_key=address_key(default.address1, default.zip) if default else "",
+        default_key=(
+            address_key(cust.default_address1, cust.default_zip) if cust.default_address1 is not None else ""
+        ),
         payment_methods={m.id: PaymentFacts(m.id, m.kind, utc(m.added_at)) for m in methods},
         orders=sorted((_order_facts(r, items, pays) for r in order_rows), key=lambda o: (o.created_at, o.id)),
         changes=[ChangeFacts(utc(c.changed_at), c.order_id, address_key(c.address1, c.zip)) for c in changes],

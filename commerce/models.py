@@ -229,15 +229,53 @@ class RiskAssessment(SQLModel, table=True):
 # ---- conversations ------------------------------------------------------------------------------
 
 
+class StaffUser(SQLModel, table=True):
+    """A support agent or an admin: signs in to the console / admin pages with a password (argon2 hash)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True, max_length=64)
+    display_name: str = Field(max_length=100)
+    role: str = Field(max_length=8)  # agent | admin (an admin may also work the console)
+    password_hash: str
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime | None = None  # presence: the console's socket beats this
+
+
 class Conversation(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     # The identity the session is bound to: set by a signed token, or by a verified guest check.
     customer_id: str | None = Field(default=None, foreign_key="customer.id", index=True)
     identity: str = "guest"  # customer | guest | verified_guest
-    state: str = "bot"  # bot | waiting | agent | closed
+    state: str = Field(default="bot", index=True)  # bot | waiting | agent | closed (bot/handoff.py)
     pending_action: dict[str, Any] | None = _json(None)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Handoff (bot/handoff.py): why a person was asked for, since when, and who took it.
+    handoff_reason: str | None = Field(default=None, max_length=200)
+    waiting_since: datetime | None = None
+    assigned_agent_id: int | None = Field(default=None, foreign_key="staffuser.id")
+    failed_turns: int = 0  # consecutive bot turns that did not help; two in a row ask for a person
+    fraud_flag: bool = False  # a risk review or block happened in this conversation
+    tags: list[str] = _json(list)
+    close_note: str | None = Field(default=None, max_length=2000)
+    closed_at: datetime | None = None
+
+
+class HandoffEvent(SQLModel, table=True):
+    """Every state change of a conversation: the analytics' handoff rate and reasons, and the audit."""
+
+    __table_args__ = (Index("ix_handoffevent_conv_time", "conversation_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id")
+    from_state: str = Field(max_length=8)
+    to_state: str = Field(max_length=8)
+    # shopper_request | failed_turns | negative_sentiment | error | fraud_review | take_over | hand_back | close | ...
+    trigger: str = Field(max_length=32)
+    reason: str | None = Field(default=None, max_length=200)
+    agent_id: int | None = Field(default=None, foreign_key="staffuser.id")
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Message(SQLModel, table=True):
@@ -249,6 +287,8 @@ class Message(SQLModel, table=True):
     content: str
     client_id: str | None = Field(default=None, max_length=64)  # the widget's id, for dedup
     meta: dict[str, Any] = _json(dict)  # citations, cards, grounding result, latency
+    sentiment: float | None = None  # shopper messages: VADER compound score, -1 (angry) .. 1
+    agent_id: int | None = Field(default=None, foreign_key="staffuser.id")  # role "agent": who wrote it
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -261,7 +301,7 @@ class ToolCallRecord(SQLModel, table=True):
     conversation_id: str = Field(foreign_key="conversation.id")
     tool: str
     arguments: dict[str, Any] = _json(dict)  # redacted: no emails, addresses, card numbers
-    outcome: str  # ok | refused | invalid | proposed | confirmed | declined | error
+    outcome: str  # ok | refused | invalid | ask | proposed | confirmed | declined | error
     result: dict[str, Any] = _json(dict)
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
@@ -286,3 +326,81 @@ class ConversationRating(SQLModel, table=True):
     rating: int
     comment: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SuggestedReply(SQLModel, table=True):
+    """A reply the bot drafted for an agent (bot/suggest.py), and what the agent did with it: the
+    acceptance and edit rates of the analytics."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    message_id: int = Field(foreign_key="message.id")  # the shopper message it answers
+    rank: int = 0
+    text: str
+    citations: list[dict[str, Any]] = _json(list)
+    action: dict[str, Any] | None = _json(None)  # a proposed tool call: {tool, args, summary}
+    status: str = Field(default="offered", max_length=8)  # offered | accepted | edited | ignored
+    sent_text: str | None = None
+    agent_id: int | None = Field(default=None, foreign_key="staffuser.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
+
+
+# ---- admin: prompt versions and A/B tests (api/admin.py) ----------------------------------------
+
+
+class PromptVersion(SQLModel, table=True):
+    """Every saved text of a prompt file (front matter included): history, diff and rollback."""
+
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, max_length=64)
+    version: int  # 1, 2, ... per name; a save names the version it started from (optimistic locking)
+    text: str
+    source: str = Field(default="save", max_length=16)  # file | save | rollback | promote
+    note: str | None = Field(default=None, max_length=500)
+    author_id: int | None = Field(default=None, foreign_key="staffuser.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptABTest(SQLModel, table=True):
+    """Two versions of one prompt, split per conversation; stopped with a winner or without."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(index=True, max_length=64)
+    version_a: int  # control
+    version_b: int  # challenger
+    share_b: float = 0.5  # the fraction of new conversations that get version_b
+    status: str = Field(default="running", max_length=8)  # running | stopped
+    winner: int | None = None  # the promoted version, when one was
+    note: str | None = Field(default=None, max_length=500)
+    created_by: int | None = Field(default=None, foreign_key="staffuser.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    stopped_at: datetime | None = None
+
+
+class PromptAssignment(SQLModel, table=True):
+    """The arm a conversation got in a test: decided once by a hash of its id, then stored (sticky)."""
+
+    test_id: int = Field(foreign_key="promptabtest.id", primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=36)
+    arm: str = Field(max_length=1)  # A | B
+    version: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OrderExchange(SQLModel, table=True):
+    """One item of a delivered order swapped for another version of the same product (the order is
+    then "exchange requested"): what goes back, what is sent, and the price difference, settled on the
+    method that paid for the order when the original item is back (> 0 charged, < 0 refunded)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(foreign_key="orders.id", index=True, max_length=16)
+    order_item_id: int = Field(foreign_key="orderitem.id")
+    old_variant_id: str = Field(foreign_key="variant.id", max_length=32)
+    new_variant_id: str = Field(foreign_key="variant.id", max_length=32)
+    price_difference: float
+    payment_method_id: str = Field(foreign_key="paymentmethod.id", max_length=64)
+    channel: str = Field(default="chat", max_length=16)  # chat | agent | web
+    requested_at: datetime = Field(default_factory=utcnow)

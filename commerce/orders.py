@@ -1,16 +1,29 @@
-"""Order services: look-up, a JSON-able view, and cancellation with refunds (tau2 retail policy).
+"""Order services: look-up, a JSON-able view, cancellation with refunds, returns, exchanges and address
+changes (tau2 retail policy).
 
 Plain functions over a SQLModel Session; writes flush inside the caller's transaction and never
 commit, so a tool or a REST route decides when the change becomes visible.
 """
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from commerce.models import Order, OrderItem, Payment, PaymentMethod, Shipment, ShipmentEvent
+from commerce.addresses import ShippingAddress
+from commerce.models import (
+    AddressChange,
+    Order,
+    OrderExchange,
+    OrderItem,
+    Payment,
+    PaymentMethod,
+    Shipment,
+    ShipmentEvent,
+    Variant,
+)
 
 CANCEL_REASONS: tuple[str, ...] = ("no longer needed", "ordered by mistake")
 _ORDER_ID = re.compile(r"^#?\s*[Ww]?\s*(\d{7})$")
@@ -229,3 +242,240 @@ def request_return(db: Session, order_id: str, *, now: datetime | None = None) -
     db.add(order)
     db.flush()
     return order
+
+
+# ---- exchanges (tau2 retail: same product, another version, delivered orders only) ---------------
+
+
+class OrderNotExchangeable(Exception):
+    """Why this exchange cannot happen: the order's status or age, or the version asked for."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+@dataclass(frozen=True)
+class ExchangeLine:
+    """One order item and the version it becomes, with both prices."""
+
+    order_item_id: int
+    name: str
+    old_variant_id: str
+    old_options: dict[str, str]
+    old_price: float
+    new_variant_id: str
+    new_options: dict[str, str]
+    new_price: float
+
+    @property
+    def difference(self) -> float:
+        return round(self.new_price - self.old_price, 2)
+
+
+@dataclass(frozen=True)
+class ExchangeQuote:
+    """What an exchange swaps and how its price difference is settled (> 0: the shopper pays)."""
+
+    order_id: str
+    lines: tuple[ExchangeLine, ...]
+    payment_method_id: str
+    payment_method: str  # "PayPal", "gift card", "Visa card ending 1234": what the shopper recognises
+
+    @property
+    def difference(self) -> float:
+        return round(sum(line.difference for line in self.lines), 2)
+
+
+def check_exchangeable(db: Session, order: Order, *, now: datetime | None = None) -> datetime:
+    """The delivery date of an order that may be exchanged (delivered, within the return window);
+    raises OrderNotExchangeable otherwise. An order is exchanged once: its status then changes."""
+    if order.status != "delivered":
+        raise OrderNotExchangeable(f"it is {order.status}; only delivered orders can be exchanged")
+    try:
+        return check_returnable(db, order, now=now)
+    except OrderNotReturnable as exc:
+        raise OrderNotExchangeable(exc.why) from exc
+
+
+def order_items(db: Session, order: Order) -> list[OrderItem]:
+    return list(db.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id))))
+
+
+def exchange_options(db: Session, item: OrderItem) -> list[Variant]:
+    """The other versions of the item's product, available ones first (the shopper picks among them)."""
+    variants = db.exec(
+        select(Variant).where(Variant.product_id == item.product_id, Variant.id != item.variant_id)
+    ).all()
+    return sorted(variants, key=lambda v: (not v.available, v.id))
+
+
+def payment_method_label(method: PaymentMethod) -> str:
+    if method.kind == "credit_card":
+        card = f"{method.brand.capitalize()} card" if method.brand else "credit card"
+        return f"{card} ending {method.last_four}" if method.last_four else card
+    return {"paypal": "PayPal", "gift_card": "gift card"}.get(method.kind, method.kind.replace("_", " "))
+
+
+def original_payment_method(db: Session, order: Order) -> PaymentMethod:
+    """The method that paid for the order (its first payment): price differences settle on it."""
+    method_id = db.exec(
+        select(Payment.payment_method_id)
+        .where(Payment.order_id == order.id, Payment.kind == "payment")
+        .order_by(col(Payment.id))
+    ).first()
+    method = db.get(PaymentMethod, method_id) if method_id else None
+    if method is None:
+        raise OrderNotExchangeable("it has no payment on record to settle a price difference with")
+    return method
+
+
+def quote_exchange(db: Session, order: Order, swaps: dict[int, str]) -> ExchangeQuote:
+    """Check each swap (order item id -> new variant id) and price it; raises OrderNotExchangeable.
+
+    The new version must be the same product, another version, and available now. A gift card that
+    paid for the order must hold enough balance for a positive difference (tau2 retail policy)."""
+    if not swaps:
+        raise OrderNotExchangeable("no item was chosen")
+    items = {i.id: i for i in order_items(db, order)}
+    lines = []
+    for item_id, variant_id in swaps.items():
+        item = items.get(item_id)
+        new = db.get(Variant, variant_id)
+        if item is None:
+            raise OrderNotExchangeable("that item is not in this order")
+        if new is None or new.product_id != item.product_id:
+            raise OrderNotExchangeable(
+                f"an item can only be exchanged for another version of the {item.name}"
+            )
+        if new.id == item.variant_id:
+            raise OrderNotExchangeable(f"that is the version of the {item.name} you already have")
+        if not new.available:
+            raise OrderNotExchangeable(
+                f"that version of the {item.name} ({_options(new.options)}) is not available"
+            )
+        lines.append(
+            ExchangeLine(
+                order_item_id=item_id,
+                name=item.name,
+                old_variant_id=item.variant_id,
+                old_options=dict(item.options or {}),
+                old_price=round(item.price, 2),
+                new_variant_id=new.id,
+                new_options=dict(new.options or {}),
+                new_price=round(new.price, 2),
+            )
+        )
+    method = original_payment_method(db, order)
+    quote = ExchangeQuote(order.id, tuple(lines), method.id, payment_method_label(method))
+    if method.kind == "gift_card" and quote.difference > (method.balance or 0.0):
+        raise OrderNotExchangeable(
+            f"the gift card that paid for it has ${method.balance or 0.0:.2f} left, "
+            f"less than the ${quote.difference:.2f} difference"
+        )
+    return quote
+
+
+def _options(options: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def request_exchange(
+    db: Session, order_id: str, swaps: dict[int, str], *, channel: str = "chat", now: datetime | None = None
+) -> tuple[Order, ExchangeQuote]:
+    """Record the swaps (OrderExchange rows) and mark the order "exchange requested"; the replacement
+    ships and the difference settles once the originals are back. Raises OrderNotFound and
+    OrderNotExchangeable. Flushes, never commits."""
+    oid = normalize_order_id(order_id)
+    order = db.exec(select(Order).where(Order.id == oid).with_for_update()).first() if oid else None
+    if order is None:
+        raise OrderNotFound(order_id)
+    check_exchangeable(db, order, now=now)
+    quote = quote_exchange(db, order, swaps)
+    at = now or datetime.now(UTC)
+    for line in quote.lines:
+        db.add(
+            OrderExchange(
+                order_id=order.id,
+                order_item_id=line.order_item_id,
+                old_variant_id=line.old_variant_id,
+                new_variant_id=line.new_variant_id,
+                price_difference=line.difference,
+                payment_method_id=quote.payment_method_id,
+                channel=channel,
+                requested_at=at,
+            )
+        )
+    order.status = "exchange requested"
+    order.updated_at = at
+    db.add(order)
+    db.flush()
+    return order, quote
+
+
+# ---- shipping address of a pending order ----------------------------------------------------------
+
+
+class AddressNotChangeable(Exception):
+    """Why the order's address cannot change: it has left the warehouse, or it is the same address."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def check_address_changeable(order: Order) -> None:
+    if order.status != "pending":
+        raise AddressNotChangeable(
+            f"it is {order.status}; the address can only be changed before the order ships (pending)"
+        )
+
+
+def change_address(
+    db: Session,
+    order_id: str,
+    address: ShippingAddress,
+    *,
+    channel: str = "chat",
+    now: datetime | None = None,
+) -> Order:
+    """Ship a pending order to `address` and keep the change (AddressChange: the fraud scorer reads
+    that history). Raises OrderNotFound and AddressNotChangeable. Flushes, never commits."""
+    oid = normalize_order_id(order_id)
+    order = db.exec(select(Order).where(Order.id == oid).with_for_update()).first() if oid else None
+    if order is None:
+        raise OrderNotFound(order_id)
+    check_address_changeable(order)
+    if ships_to(order, address):
+        raise AddressNotChangeable("it already ships to that address")
+    at = now or datetime.now(UTC)
+    db.add(
+        AddressChange(
+            customer_id=order.customer_id,
+            order_id=order.id,
+            changed_at=at,
+            channel=channel,
+            old_address1=order.ship_address1,
+            old_zip=order.ship_zip,
+            address1=address.address1,
+            address2=address.address2,
+            city=address.city,
+            state=address.state,
+            zip=address.zip,
+            country=address.country,
+        )
+    )
+    order.ship_address1, order.ship_address2 = address.address1, address.address2
+    order.ship_city, order.ship_state, order.ship_zip = address.city, address.state, address.zip
+    order.ship_country = address.country
+    order.updated_at = at
+    db.add(order)
+    db.flush()
+    return order
+
+
+def ships_to(order: Order, address: ShippingAddress) -> bool:
+    """Whether the order already goes to this address (case and spacing aside)."""
+    current = (order.ship_address1, order.ship_address2, order.ship_city, order.ship_state, order.ship_zip)
+    wanted = (address.address1, address.address2, address.city, address.state, address.zip)
+    return [" ".join(p.lower().split()) for p in current] == [" ".join(p.lower().split()) for p in wanted]

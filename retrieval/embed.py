@@ -234,7 +234,17 @@ class Embedder:
         return vec
 
 
+_default_lock = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def get_embedder() -> Embedder:
-    """The process-wide default embedder (the model loads once, ~90 MB)."""
+def _default_embedder() -> Embedder:
     return Embedder()
+
+
+def get_embedder() -> Embedder:
+    """The process-wide default embedder (the model loads once, ~90 MB). Locked: the server's
+    warm-up thread and a first chat may ask at the same moment (a concurrent first import of
+    transformers fails)."""
+    with _default_lock:
+        return _default_embedder()

@@ -12,6 +12,8 @@
 - `load_store_retriever(settings, engine)`: a new Retriever over that index, built first if missing.
 - `get_store_retriever(settings, engine)`: the process's shared one (what /api/search and the agent
   should use): loaded once, reopened when the index on disk changes.
+- `update_store_documents(settings, engine, upsert=..., delete=...)`: a few documents changed (the
+  admin's knowledge-base edits): re-embeds only those, in the shared retriever, and saves the index.
 - `export_store_corpus(engine, out_dir)`: the same documents as files, to evaluate on
   (`shopdesk eval retrieval --corpus out_dir ...`): doc ids there equal the index's doc ids.
 """
@@ -205,12 +207,13 @@ def build_store_index(
     rebuild: bool = False,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
-    policies_dir: Path = POLICIES_DIR,
+    policies_dir: Path | None = None,
 ) -> BuildReport:
-    """Create or update var_dir/index from the policy pages and the catalog; returns what changed."""
+    """Create or update var_dir/index from the policy pages (default: settings.policies_dir) and the
+    catalog; returns what changed."""
     started = time.perf_counter()
     path = store_index_dir(settings)
-    docs = store_documents(engine, policies_dir)
+    docs = store_documents(engine, policies_dir or settings.policies_dir)
     # The model loads only when something has to be embedded: an up-to-date index costs a hash pass.
     model_id = embedder.model_id if embedder else default_model_id()
     dims = embedder.dim if embedder else DIMS
@@ -317,6 +320,30 @@ def get_store_retriever(settings: Settings, engine: Engine | None = None) -> Ret
                 time.sleep(0.2)
         _cache[path] = (_manifest_mtime(path), retriever)
         return retriever
+
+
+def update_store_documents(
+    settings: Settings,
+    engine: Engine | None = None,
+    upsert: Sequence[Document] = (),
+    delete: Sequence[str] = (),
+) -> Retriever:
+    """Add, replace or remove a few documents in the process's shared retriever and persist the index.
+
+    The admin's knowledge-base edits go through here: only the changed pages are embedded, the very
+    next search in this process (the agent's tool, /api/search) sees them, and other processes reopen
+    the index when they notice the new manifest.
+    """
+    path = store_index_dir(settings)
+    retriever = get_store_retriever(settings, engine)
+    with _cache_lock:
+        if delete:
+            retriever.delete(delete)
+        if upsert:
+            retriever.upsert(upsert)
+        retriever.save(path)
+        _cache[path] = (_manifest_mtime(path), retriever)
+    return retriever
 
 
 def export_store_corpus(engine: Engine, out_dir: str | Path, policies_dir: Path = POLICIES_DIR) -> list[Path]:

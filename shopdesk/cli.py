@@ -25,6 +25,10 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 train_app = typer.Typer(help="Train the store's models (recommendations, fraud).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+staff_app = typer.Typer(
+    help="Support agents and admins: accounts for the console and admin pages.", no_args_is_help=True
+)
+app.add_typer(staff_app, name="staff")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -57,7 +61,11 @@ def serve(
     )
     try:
         uvicorn.run(
-            create_app(settings), host=bind_host, port=bind_port, log_level="info", ws_max_size=1 << 20
+            create_app(settings, warm_up=True),
+            host=bind_host,
+            port=bind_port,
+            log_level="info",
+            ws_max_size=1 << 20,
         )
     finally:
         if vllm_process is not None:
@@ -111,6 +119,64 @@ def seed(
                 return
     report = seed_store(engine, settings)
     console.print(report)
+
+
+@staff_app.command("add")
+def staff_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="agent or admin")] = "agent",
+    name: Annotated[str, typer.Option(help="Display name shown to shoppers")] = "",
+    password: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="SHOPDESK_NEW_PASSWORD"),
+    ] = "",
+) -> None:
+    """Create a staff account (the password is asked for, or read from SHOPDESK_NEW_PASSWORD)."""
+    from sqlmodel import Session
+
+    from shopdesk.db import get_engine, migrate
+    from shopdesk.staff import StaffError, create_staff
+
+    engine = get_engine(get_settings())
+    migrate(engine)
+    with Session(engine) as db:
+        try:
+            user = create_staff(db, username, name or username.title(), role, password)
+        except StaffError as exc:
+            err_console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+    console.print(f"created {user.role} {user.username!r} (id {user.id})")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """The staff accounts (never their passwords)."""
+    from sqlmodel import Session
+
+    from shopdesk.db import get_engine
+    from shopdesk.staff import list_staff
+
+    with Session(get_engine(get_settings())) as db:
+        for user in list_staff(db):
+            seen = user.last_seen_at.isoformat(timespec="seconds") if user.last_seen_at else "never"
+            state = "active" if user.active else "disabled"
+            console.print(
+                f"{user.id}\t{user.username}\t{user.role}\t{user.display_name}\t{state}\tseen {seen}"
+            )
+
+
+@staff_app.command("demo")
+def staff_demo() -> None:
+    """The demo store's agent and admin accounts (random passwords, kept in var/demo-staff.json)."""
+    from shopdesk.db import get_engine, migrate
+    from shopdesk.staff import ensure_demo_staff
+
+    settings = get_settings()
+    engine = get_engine(settings)
+    migrate(engine)
+    for login in ensure_demo_staff(engine, settings):
+        console.print(f"{login.role:6} {login.username:8} password {login.password}")
+    console.print(f"(kept in {settings.var_dir / 'demo-staff.json'})")
 
 
 @llm_app.command("prepare")

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr | None = None  # default: a random key kept in var_dir/secret.key
     token_ttl_s: int = 7 * 24 * 3600
+    staff_token_ttl_s: int = 12 * 3600  # one shift
     demo_mode: bool = True  # lets POST /api/session sign in as any demo customer
 
     max_frame_bytes: int = 16 * 1024
@@ -57,6 +58,18 @@ class Settings(BaseSettings):
     inventory_review_days: int = Field(default=14, ge=1)  # an order covers demand until the next review
     inventory_default_lead_days: int = Field(default=21, ge=1)  # reorder maths without a supplier on record
     restock_receiving_days: int = Field(default=2, ge=0)  # a delivery's arrival to sellable stock
+
+    # Conversation events between server processes (api/bus.py): Redis pub/sub when set, else in-process.
+    redis_url: str = ""
+    redis_prefix: str = "shopdesk:"  # channel names: several stores (or test runs) may share one Redis
+    # Handoff triggers (bot/handoff.py).
+    handoff_failed_turns: int = Field(default=2, ge=1)
+    handoff_sentiment: float = Field(default=-0.6, ge=-1.0, le=0.0)  # VADER compound at or below: a person
+
+    # Admin (api/admin.py): where the editable prompts and the policy pages live, and the upload limit.
+    prompts_dir: Path = ROOT / "prompts"
+    policies_dir: Path = ROOT / "knowledge" / "policies"
+    kb_max_bytes: int = Field(default=200 * 1024, ge=1024)
 
     host: str = "127.0.0.1"
     port: int = 8000

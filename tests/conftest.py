@@ -25,6 +25,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -141,6 +142,32 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+# ---- Redis ------------------------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("SHOPDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis for the bus tests (127.0.0.1:6379). Skips when unreachable, unless
+    SHOPDESK_REQUIRE_POSTGRES=1 (CI: every service of the project must be there), which fails."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("SHOPDESK_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"Redis required but unreachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """Channel names of this test only (a shared Redis may carry other runs)."""
+    return f"shopdesk-test-{secrets.token_hex(4)}:"
+
+
 # ---- vLLM (real server, CPU) -----------------------------------------------------------------------
 
 
@@ -209,3 +236,128 @@ def tool_round_trip() -> list[dict]:
         },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped", "eta": "2026-11-24"}'},
     ]
+
+
+# ---- chatting with the agent on the seeded store (risk gate and order-write tests) ------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Scripted backend, no fraud model artifact under var_dir: the gate scores with the rules.
+    Test modules that need other settings define their own `settings` fixture, which wins."""
+    return Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
+
+
+def conversation(engine: Engine, customer_id: str) -> str:
+    """A new conversation signed in as `customer_id` (as a session token does)."""
+    import uuid
+
+    from commerce.models import Conversation
+
+    with Session(engine) as db:
+        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer")
+        db.add(conv)
+        db.commit()
+        return conv.id
+
+
+async def say(agent: Any, conv: str, text: str) -> list[dict[str, Any]]:
+    """One shopper turn: every event the agent yields."""
+    return [e async for e in agent.run_turn(conv, text)]
+
+
+def reply(events: list[dict[str, Any]]) -> str:
+    return next(e for e in events if e["type"] == "message")["text"]
+
+
+def status(engine: Engine, order_id: str) -> str:
+    from commerce.models import Order
+
+    with Session(engine) as db:
+        return db.get(Order, order_id).status  # type: ignore[union-attr]
+
+
+# ---- pages in headless Chromium (Playwright) ------------------------------------------------------
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
+
+
+def screenshot(page: Any, folder: str, name: str) -> None:
+    """A state of a page as a test artifact: var/test-artifacts/<folder>/<name>.png (CI uploads them)."""
+    out = ARTIFACTS / folder
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / f"{name}.png"))
+
+
+@pytest.fixture
+def live_settings(store_db: Engine) -> Settings:
+    """What `live_server` runs with; a module overrides it (e.g. prompts in a temp dir)."""
+    return Settings(llm_backend="scripted", database_url=str(store_db.url))
+
+
+@pytest.fixture
+def live_app_setup() -> Callable[[Any], None] | None:
+    """Run on the live app once it started (its lifespan built `app.state`); a module overrides it,
+    e.g. to give the agent a small policy retriever: `app.state.agent.retriever = ...`."""
+    return None
+
+
+@pytest.fixture
+def live_server(
+    live_settings: Settings, backend: Any, live_app_setup: Callable[[Any], None] | None
+) -> Iterator[str]:
+    """The real app on a free port in a thread, with the module's `backend` fixture as the model
+    (None: the backend `live_settings` names)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from server import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(live_settings, backend=backend)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    if live_app_setup is not None:
+        live_app_setup(app)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context; dialogs are dismissed and recorded, page errors fail the test, and a
+    final screenshot goes to var/test-artifacts/<module without test_>/."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    pg = context.new_page()
+    pg.dialogs = []  # type: ignore[attr-defined]
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    out = ARTIFACTS / request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    out.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(out / f"{request.node.name}-final.png"))
+    context.close()
+    assert not pg.errors, pg.errors

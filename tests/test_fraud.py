@@ -415,6 +415,9 @@ def test_artifact_round_trip(trained: Settings, db: Session) -> None:
     explained = [model.explain(list(x)) for x in X]
     assert np.allclose([sum(c for _, c in contribs) for _, contribs in explained], raw - bias, atol=1e-6)
     assert np.allclose([p for p, _ in explained], model.calibrate(raw))
+    # The single-row fast path gives each feature exactly what Booster.predict gives it.
+    contrib = fresh.predict(X, pred_contrib=True)[:, :-1]
+    assert np.array_equal([[c for _, c in contribs] for _, contribs in explained], contrib)
 
 
 def _copy_artifact(trained: Settings, tmp_path: Path) -> Settings:

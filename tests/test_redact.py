@@ -31,3 +31,10 @@ def test_formatters_that_read_args_keep_working(caplog):
         )
     record = caplog.records[-1]
     assert isinstance(record.args, tuple) and record.args[2] == "/q?e=[email]" and record.args[4] == 200
+
+
+def test_session_tokens_in_urls_are_redacted() -> None:
+    from shopdesk.redact import redact
+
+    line = 'WebSocket /ws/chat?token=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJjb252IjoiMjAxMGQx.sdalDhK-cow3gR3c4jd8j7n5x" [accepted]'
+    assert redact(line) == 'WebSocket /ws/chat?token=[token]" [accepted]'

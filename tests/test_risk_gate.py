@@ -1,45 +1,14 @@
 """The risk gate on the bot's sensitive actions: allow, step-up, handoff; the shopper sees no score."""
 
-import uuid
-from pathlib import Path
-from typing import Any
-
-import pytest
+from conftest import conversation, reply, say, status
 from sqlmodel import Session, select
 
 from bot.agent import Agent
 from bot.llm.scripted import ScriptedBackend
-from commerce.models import Conversation, Order, RiskAssessment, ToolCallRecord
-from shopdesk.settings import Settings
+from commerce.models import Conversation, RiskAssessment, ToolCallRecord
 
 TAKEOVER = ("harper_silva_8534", "#W8011920")  # docs/fraud.md: new card + drop address, then this order
 LEGIT = ("evelyn_lee_1924", "#W3181060", "20122")  # delivered 2026-11-05, shipped to its zip
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
-
-
-def conversation(engine, customer_id: str) -> str:  # type: ignore[no-untyped-def]
-    with Session(engine) as db:
-        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer")
-        db.add(conv)
-        db.commit()
-        return conv.id
-
-
-async def say(agent: Agent, conv: str, text: str) -> list[dict[str, Any]]:
-    return [e async for e in agent.run_turn(conv, text)]
-
-
-def reply(events: list[dict[str, Any]]) -> str:
-    return next(e for e in events if e["type"] == "message")["text"]
-
-
-def status(engine, order_id: str) -> str:  # type: ignore[no-untyped-def]
-    with Session(engine) as db:
-        return db.get(Order, order_id).status  # type: ignore[union-attr]
 
 
 async def test_a_return_on_a_taken_over_account_goes_to_a_person_with_the_reasons(store_db, settings) -> None:  # type: ignore[no-untyped-def]

@@ -515,7 +515,7 @@ def test_order_status_through_the_websocket_on_vllm(store_db, vllm_server: VllmS
     assert "processed" in events[-2]["text"]
 
 
-def test_shopper_faults_keep_the_message_offer_a_person_and_recover(store_db, fault_server: FaultServer):
+def test_shopper_faults_keep_the_message_hand_off_and_recover(store_db, fault_server: FaultServer):
     from sqlmodel import Session, select
 
     from commerce.models import Message
@@ -528,8 +528,9 @@ def test_shopper_faults_keep_the_message_offer_a_person_and_recover(store_db, fa
             ws.receive_json()
             events = _turn(ws, "Where is my order #W2611340?")
             error = next(e for e in events if e["type"] == "error")
-            assert error["code"] == "llm_unavailable" and error["handoff_offer"] is True
-            assert next(e for e in events if e["type"] == "confirm")["action"] == "handoff"
+            assert error["code"] == "llm_unavailable"
+            # An LLM error hands the chat to a person (issue 10): the shopper is told, nothing is lost.
+            assert next(e for e in events if e["type"] == "handoff")["state"] == "waiting"
             # other chats are still served while the model is down
             other = _session(client, "aarav_anderson_8794")
             with client.websocket_connect(f"/ws/chat?token={other}") as ws2:
@@ -537,12 +538,13 @@ def test_shopper_faults_keep_the_message_offer_a_person_and_recover(store_db, fa
                 ws2.send_text(json.dumps({"type": "ping"}))
                 assert ws2.receive_json() == {"type": "pong"}
 
-            fault_server.start()  # vLLM comes back: the same shopdesk process recovers by itself
-            assert "haven't changed" in _turn(ws, "no")[-2]["text"]  # declines the offer, no model needed
+        fault_server.start()  # vLLM comes back: the same shopdesk process recovers by itself
+        with client.websocket_connect(f"/ws/chat?token={_session(client)}") as ws:
+            ws.receive_json()
             events = _turn(ws, "Where is my order #W2611340?")
             assert "error" not in [e["type"] for e in events], events
             # Recovered: the model decided again and a tool answered from the store (which tool the
-            # 135M model picks with this history in context is not what this test is about).
+            # 135M model picks is not what this test is about).
             card = next(e for e in events if e["type"] == "card")["card"]
             assert card["kind"] in ("order", "order_list") and "#W2611340" in json.dumps(card)
 

@@ -3,25 +3,14 @@
 Screenshots of each state go to var/test-artifacts/widget/ (gitignored; CI uploads them).
 """
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import uvicorn
+from conftest import screenshot
 from sqlmodel import Session, select
 
 from bot.llm.scripted import ScriptedBackend
 from commerce.models import Message, Order
-from server import create_app
-from shopdesk.settings import Settings
 
 pytestmark = pytest.mark.slow
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts" / "widget"
 AARAV = "aarav_anderson_8794"  # has pending order #W9300146
 JAMES = "james_li_5688"  # #W2611340 is processed, tracking 357962501027
 WAIT = 30_000
@@ -32,56 +21,8 @@ def backend() -> ScriptedBackend:
     return ScriptedBackend()
 
 
-@pytest.fixture
-def live_server(store_db, backend) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = Settings(llm_backend="scripted", database_url=str(store_db.url))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, backend=backend), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, request) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
-    pg = context.new_page()
-    pg.dialogs = []  # type: ignore[attr-defined]
-    pg.errors = []  # type: ignore[attr-defined]
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    yield pg
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"))
-    context.close()
-    assert not pg.errors, pg.errors
-
-
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    screenshot(page, "widget", name)
 
 
 def sign_in(page, base: str, customer_id: str, query: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -160,6 +101,33 @@ def test_cancel_a_pending_order_with_the_confirm_button(page, live_server, backe
     shot(page, "cancelled")
 
 
+def test_a_pending_confirm_is_redrawn_after_a_reload_and_still_works(page, live_server, backend, store_db):
+    """The `confirm` event is sent once; a reload redraws its buttons from GET /api/conversation."""
+    backend.push({"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"})
+    sign_in(page, live_server, AARAV)
+    send(page, "please cancel #W9300146, I don't need it")
+    page.wait_for_selector(".sd-confirm .sd-yes", timeout=WAIT)
+    page.reload()
+    wait_online(page)
+    page.wait_for_selector(".sd-confirm .sd-yes", timeout=WAIT)
+    assert page.locator(".sd-confirm").count() == 1
+    assert "#W9300146" in page.inner_text(".sd-confirm")
+    assert page.locator(".sd-bot[data-id] .sd-confirm").count() == 1  # under the reply that proposed it
+    shot(page, "confirm-reloaded")
+    with Session(store_db) as db:
+        assert db.get(Order, "#W9300146").status == "pending"
+    page.click(".sd-confirm .sd-yes")
+    page.wait_for_selector(".sd-card-order .sd-badge.sd-cancelled", timeout=WAIT)
+    with Session(store_db) as db:
+        assert db.get(Order, "#W9300146").status == "cancelled"
+    # Nothing is pending any more: another reload draws no buttons.
+    page.reload()
+    wait_online(page)
+    page.wait_for_selector(".sd-card-order .sd-badge.sd-cancelled", timeout=WAIT)
+    page.wait_for_timeout(500)
+    assert page.locator(".sd-confirm:not(.sd-answered)").count() == 0
+
+
 def test_html_from_the_model_and_the_shopper_stays_text(page, live_server, backend):
     # The reply repeats the shopper's words, so the groundedness guard lets it through unchanged.
     asked = "what is <img src=x onerror=alert(1)>? <script>alert(1)</script>"
@@ -191,7 +159,7 @@ def test_a_replaced_draft_is_swapped_for_the_checked_text(page, live_server, bac
     page.wait_for_selector(".sd-bot.sd-replaced[data-id]", timeout=WAIT)
     bubble = page.inner_text(".sd-bot.sd-replaced .sd-bubble")
     assert "987.65" not in bubble and "I can check your orders." in bubble
-    assert page.locator(".sd-bot").count() == 1
+    assert page.locator(".sd-bot:not(.sd-greeting)").count() == 1
     shot(page, "replaced")
 
 

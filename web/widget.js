@@ -325,11 +325,40 @@
       }
       if (ws !== this.ws) return;
       this.synced = true;
+      this._greet();
       this._status(this.t.online);
       // The offline queue: each message once, with its client id (the server ignores a repeat).
       for (const item of this.state.outbox) ws.send(JSON.stringify({ type: "message", text: item.text, id: item.id }));
       this._scroll();
       if (this.state.awaitReply) this._pollReply();
+      this._restorePending(ws);
+    }
+
+    /** A `confirm` is sent once, live: after a reload the conversation's pending action comes from
+     * `GET /api/conversation`, and its buttons are drawn again (under the last bot reply). */
+    async _restorePending(ws) {
+      if (this.log.querySelector(".sd-confirm:not(.sd-answered)")) return;
+      let body;
+      try {
+        const res = await fetch(`${this.server}/api/conversation`, { headers: { Authorization: "Bearer " + this.state.token } });
+        if (!res.ok) return;
+        body = await res.json();
+      } catch { return; }
+      const p = body.pending_action;
+      if (!p || ws !== this.ws || this.turn || this.log.querySelector(".sd-confirm:not(.sd-answered)")) return;
+      const bots = this.log.querySelectorAll(":scope > .sd-bot[data-id]");
+      const last = bots.length ? bots[bots.length - 1] : null;
+      const turn = last ? { li: last } : this._newTurn();
+      if (!last) { turn.done = true; this.turn = null; }
+      this._confirm(turn, p, false);
+    }
+
+    /** The store's greeting (prompts/greeting.md, sent in `ready`): shown, not stored, while the chat is empty. */
+    _greet() {
+      if (!this.greeting || this.log.querySelector(".sd-user, .sd-bot, .sd-agent")) return;
+      const bubble = h("div", { class: "sd-bubble" });
+      renderMarkdown(this.greeting, bubble);
+      this.log.prepend(h("li", { class: "sd-msg sd-bot sd-greeting" }, [h("span", { class: "sd-sr", text: this.t.bot + ": " }), bubble]));
     }
 
     _historyMessage(m) {
@@ -361,7 +390,7 @@
         this.turn = live && !live.done ? live : null; // a reply streaming right now goes on
         return turn.li;
       }
-      if (m.role === "agent") return this._agentMessage(m.text, m.agent);
+      if (m.role === "agent") return this._agentMessage(m.text, m.agent, m.cards || []);
       return this._system(m.text);
     }
 
@@ -371,7 +400,8 @@
       switch (e.type) {
         case "ready":
           this.attempt = 0;
-          this._handoffState(e.state);
+          this.greeting = e.greeting || null;
+          this._handoffState(e.state, { agent: e.agent });
           this._ping = setInterval(() => { if (this.ws && this.ws.readyState === 1) this.ws.send('{"type":"ping"}'); }, 25000);
           this._sync();
           break;
@@ -394,7 +424,13 @@
         case "card": this._card(this.turn || this._newTurn(), e.card || {}); break;
         case "confirm": this._confirm(this.turn || this._newTurn(), e); break;
         case "handoff": this._handoffState(e.state, e); break;
-        case "agent_message": this._typing(false); this._agentMessage(e.text, e.agent || e.name); break;
+        case "agent_message": {
+          this._typing(false);
+          if (e.id && this.seen.has(e.id)) break; // already shown (history after a reconnect, or a repeat)
+          const li = this._agentMessage(e.text, e.agent || e.name, e.card ? [e.card] : []);
+          if (e.id) { li.dataset.id = e.id; this.seen.add(e.id); this.lastId = Math.max(this.lastId, e.id); }
+          break;
+        }
         case "message": {
           this._typing(false);
           if (e.id && this.seen.has(e.id)) { if (this.turn && !this.turn.done) this.turn.li.remove(); this.turn = null; break; }
@@ -445,6 +481,11 @@
       if (!text) return;
       if (!this.state.token) this._newGuestSession();
       const item = { id: uid(), text: text.slice(0, 4000) };
+      // A typed message answers (or moves past) a pending confirm: its buttons no longer apply.
+      for (const box of this.log.querySelectorAll(".sd-confirm:not(.sd-answered)")) {
+        box.classList.add("sd-answered");
+        for (const b of box.querySelectorAll("button")) b.disabled = true;
+      }
       this.state.outbox.push(item); this._save();
       this._userBubble(item.text, { clientId: item.id, pending: true });
       this.input.value = "";
@@ -570,7 +611,7 @@
       this._scroll();
     }
 
-    _confirm(turn, e) {
+    _confirm(turn, e, focus = true) {
       const t = this.t;
       const yes = h("button", { type: "button", class: "sd-yes", text: t.confirm });
       const no = h("button", { type: "button", class: "sd-no", text: t.cancel });
@@ -578,6 +619,7 @@
       const answer = (approve) => {
         if (!this._send({ type: "confirm", approve })) return;
         yes.disabled = no.disabled = true;
+        box.classList.add("sd-answered");
         box.appendChild(h("span", { class: "sd-muted", text: " " + (approve ? t.confirmed : t.declined) }));
         this._typing(true);
         this.input.focus();
@@ -586,7 +628,7 @@
       no.addEventListener("click", () => answer(false));
       turn.li.appendChild(box);
       this._scroll();
-      yes.focus();
+      if (focus) yes.focus();
     }
 
     _handoffState(state, e) {
@@ -597,13 +639,19 @@
         this.banner.hidden = false;
         this.banner.textContent = t.agentJoined.replace("{name}", (e && (e.agent || e.name)) || t.agent);
       } else this.banner.hidden = true;
-      if (e && e.text) this._system(e.text);
+      // The shopper-facing line is stored (its id comes with the event): shown once, even after a reconnect.
+      if (e && e.text && !(e.id && this.seen.has(e.id))) {
+        const li = this._system(e.text);
+        if (e.id) { li.dataset.id = e.id; this.seen.add(e.id); this.lastId = Math.max(this.lastId, e.id); }
+      }
     }
 
-    _agentMessage(text, name) {
+    _agentMessage(text, name, cards) {
       const li = h("li", { class: "sd-msg sd-agent" }, [h("span", { class: "sd-who", text: (name || this.t.agent) + ": " }), h("div", { class: "sd-bubble" })]);
       renderMarkdown(text, li.querySelector(".sd-bubble"));
-      return this._append(li);
+      this._append(li);
+      for (const c of cards || []) this._card({ li }, c); // e.g. the order an agent's action changed
+      return li;
     }
 
     _system(text, cls) { return this._append(h("li", { class: "sd-msg sd-system " + (cls || ""), text })); }
