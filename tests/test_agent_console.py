@@ -292,3 +292,26 @@ def test_agent_socket_refuses_bad_frames_and_keeps_serving(client) -> None:  # t
         assert console.receive_json()["code"] == "unknown_conversation"
         console.send_text(json.dumps({"type": "ping"}))
         assert console.receive_json() == {"type": "pong"}
+
+
+def test_conversation_state_for_a_reload_shows_the_pending_action_and_the_agent(client, backend) -> None:  # type: ignore[no-untyped-def]
+    session = shopper(client)
+    headers = {"Authorization": f"Bearer {session['token']}"}
+    assert client.get("/api/conversation", headers=headers).json()["pending_action"] is None
+    with client.websocket_connect(f"/ws/chat?token={session['token']}") as chat:
+        chat.receive_json()
+        backend.push({"action": "cancel_order", "order_id": PENDING, "reason": "no longer needed"})
+        events = say(chat, f"please cancel {PENDING}, I don't need it")
+        assert any(e["type"] == "confirm" for e in events)
+    state = client.get("/api/conversation", headers=headers).json()
+    assert state["state"] == "bot" and state["agent"] is None
+    assert (
+        state["pending_action"]["action"] == "cancel_order" and PENDING in state["pending_action"]["summary"]
+    )
+    auth = login(client)
+    client.post(f"/api/agent/conversations/{session['conversation_id']}/take-over", headers=auth)
+    state = client.get("/api/conversation", headers=headers).json()
+    assert state["state"] == "agent" and state["agent"] == "Alex"
+    assert (
+        client.get("/api/conversation", headers=auth).status_code == 403
+    )  # a staff token is not a shopper's
