@@ -248,14 +248,19 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
 
 
-def conversation(engine: Engine, customer_id: str) -> str:
-    """A new conversation signed in as `customer_id` (as a session token does)."""
+def conversation(engine: Engine, customer_id: str | None, state: str = "bot") -> str:
+    """A new conversation signed in as `customer_id` (as a session token does; None: a guest)."""
     import uuid
 
     from commerce.models import Conversation
 
     with Session(engine) as db:
-        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer")
+        conv = Conversation(
+            id=str(uuid.uuid4()),
+            customer_id=customer_id,
+            identity="customer" if customer_id else "guest",
+            state=state,
+        )
         db.add(conv)
         db.commit()
         return conv.id

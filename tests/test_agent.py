@@ -1,10 +1,10 @@
 """The agent with the scripted backend: security and correctness live in code, whatever the model says."""
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import conversation
 from sqlmodel import Session, select
 
 from bot.agent import Agent
@@ -22,16 +22,6 @@ AARAV = "aarav_anderson_8794"  # #W9300146 pending, #W3220203 processed, #W43161
 def settings() -> Settings:
     """The model phrases replies (as a capable model would); `facts` style has its own tests."""
     return Settings(llm_backend="scripted", llm_answer_style="model")
-
-
-def new_conversation(engine, customer_id: str | None) -> str:  # type: ignore[no-untyped-def]
-    with Session(engine) as db:
-        conv = Conversation(
-            id=str(uuid.uuid4()), customer_id=customer_id, identity="customer" if customer_id else "guest"
-        )
-        db.add(conv)
-        db.commit()
-        return conv.id
 
 
 async def turn(agent: Agent, conv_id: str, text: str) -> list[dict[str, Any]]:
@@ -59,7 +49,7 @@ async def test_own_order_status_is_exact_from_store(store_db, settings):
         ]
     )
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, JAMES)
+    conv = conversation(store_db, JAMES)
     events = await turn(agent, conv, "Where is my order #W2611340?")
     cards = of_type(events, "card")
     assert len(cards) == 1
@@ -86,7 +76,7 @@ async def test_invented_facts_are_replaced_by_store_facts(store_db, settings):
         ]
     )
     agent = Agent(backend, store_db, settings)
-    events = await turn(agent, new_conversation(store_db, JAMES), "status of #W2611340 please")
+    events = await turn(agent, conversation(store_db, JAMES), "status of #W2611340 please")
     message = final(events)
     assert message["replaced"] is True
     assert "processed" in message["text"] and "357962501027" in message["text"]
@@ -102,7 +92,7 @@ async def test_a_draft_that_omits_the_key_facts_is_replaced(store_db, settings):
         ]
     )
     agent = Agent(backend, store_db, settings)
-    message = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340"))
+    message = final(await turn(agent, conversation(store_db, JAMES), "where is #W2611340"))
     assert message["replaced"] is True and "processed" in message["text"]
 
 
@@ -122,7 +112,7 @@ async def test_an_unsupported_draft_is_regenerated_once_under_a_stricter_instruc
     )
     before = {n: _counter(f"shopdesk_replies_{n}_total") for n in ("checked", "repaired", "replaced")}
     agent = Agent(backend, store_db, settings)
-    events = await turn(agent, new_conversation(store_db, JAMES), "where is my order #W2611340?")
+    events = await turn(agent, conversation(store_db, JAMES), "where is my order #W2611340?")
     message = final(events)
     streamed = "".join(e["text"] for e in of_type(events, "token"))
     assert "1-800-555-0199" in streamed  # the shopper saw the draft stream...
@@ -150,7 +140,7 @@ async def test_a_regeneration_that_still_invents_is_replaced_by_the_template(sto
     )
     before = _counter("shopdesk_replies_replaced_total")
     agent = Agent(backend, store_db, settings)
-    message = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?"))
+    message = final(await turn(agent, conversation(store_db, JAMES), "where is #W2611340?"))
     assert message["replaced"] is True
     assert message["text"].startswith("Order #W2611340 is processed.") and "12.00" not in message["text"]
     assert _counter("shopdesk_replies_replaced_total") == before + 1
@@ -161,7 +151,7 @@ async def test_a_free_answer_with_an_invented_phone_number_never_reaches_the_sho
         [{"action": "answer"}, "Call us at (555) 010-2000.", "Our number is 555 010 2000."]
     )
     agent = Agent(backend, store_db, settings)
-    message = final(await turn(agent, new_conversation(store_db, None), "hello, can I call you?"))
+    message = final(await turn(agent, conversation(store_db, None), "hello, can I call you?"))
     assert message["replaced"] is True and "555" not in message["text"]
 
 
@@ -169,7 +159,7 @@ async def test_facts_style_replies_with_the_stores_own_sentences(store_db, setti
     facts = settings.model_copy(update={"llm_answer_style": "facts"})
     backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}])
     agent = Agent(backend, store_db, facts)
-    events = await turn(agent, new_conversation(store_db, JAMES), "Where is my order #W2611340?")
+    events = await turn(agent, conversation(store_db, JAMES), "Where is my order #W2611340?")
     message = final(events)
     assert message["text"].startswith("Order #W2611340 is processed.") and "357962501027" in message["text"]
     assert "".join(e["text"] for e in of_type(events, "token")) == message["text"]
@@ -181,7 +171,7 @@ async def test_cancel_is_not_offered_unless_the_shopper_asks(store_db, settings)
         [{"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}]
     )
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, AARAV)
+    conv = conversation(store_db, AARAV)
     events = await turn(agent, conv, "what is the status of #W9300146?")
     offered = {b["properties"]["action"].get("const") for b in backend.calls[0]["response_schema"]["anyOf"]}
     assert "cancel_order" not in offered and "handoff" not in offered
@@ -193,7 +183,7 @@ async def test_other_customers_order_is_refused_and_nothing_leaks(store_db, sett
     # AARAV's processed order, asked for in JAMES's session.
     backend = ScriptedBackend([{"action": "order_status", "order_id": "#W3220203"}])
     agent = Agent(backend, store_db, settings)
-    events = await turn(agent, new_conversation(store_db, JAMES), "where is #W3220203?")
+    events = await turn(agent, conversation(store_db, JAMES), "where is #W3220203?")
     assert not of_type(events, "card")
     text = final(events)["text"]
     with Session(store_db) as db:
@@ -202,7 +192,7 @@ async def test_other_customers_order_is_refused_and_nothing_leaks(store_db, sett
     assert "processed" not in text.lower()
     # Exactly the same words as for an order that does not exist at all.
     backend.push({"action": "order_status", "order_id": "#W0000000"})
-    missing = final(await turn(agent, new_conversation(store_db, JAMES), "where is #W0000000?"))["text"]
+    missing = final(await turn(agent, conversation(store_db, JAMES), "where is #W0000000?"))["text"]
     assert text.replace("#W3220203", "#ID") == missing.replace("#W0000000", "#ID")
     with Session(store_db) as db:
         audit = db.exec(select(ToolCallRecord).where(ToolCallRecord.tool == "order_status")).all()
@@ -212,7 +202,7 @@ async def test_other_customers_order_is_refused_and_nothing_leaks(store_db, sett
 async def test_model_cannot_use_an_order_id_the_shopper_never_wrote(store_db, settings):
     backend = ScriptedBackend([{"action": "order_status", "order_id": "#W4435622"}])  # James's, but not said
     agent = Agent(backend, store_db, settings)
-    events = await turn(agent, new_conversation(store_db, JAMES), "where is my order?")
+    events = await turn(agent, conversation(store_db, JAMES), "where is my order?")
     assert not of_type(events, "card")
     assert "order id" in final(events)["text"].lower()
     with Session(store_db) as db:
@@ -223,7 +213,7 @@ async def test_model_cannot_use_an_order_id_the_shopper_never_wrote(store_db, se
 async def test_guest_must_verify_before_account_data(store_db, settings):
     backend = ScriptedBackend([{"action": "order_status", "order_id": "#W2611340"}])
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, None)
+    conv = conversation(store_db, None)
     events = await turn(agent, conv, "Where is my order #W2611340?")  # a model that obeys anyway
     assert not of_type(events, "card")
     assert "verify" in final(events)["text"].lower()
@@ -252,7 +242,7 @@ async def test_guest_must_verify_before_account_data(store_db, settings):
 async def test_guest_verification_by_name_and_zip(store_db, settings):
     backend = ScriptedBackend()
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, None)
+    conv = conversation(store_db, None)
     events = await turn(agent, conv, "I'm James Li, zip 99999")  # name + zip: verified in code
     assert "couldn't verify" in final(events)["text"] and backend.calls == []
     # Only a zip: the model fills the name from what the shopper wrote before.
@@ -267,7 +257,7 @@ async def test_guest_verification_by_name_and_zip(store_db, settings):
 async def test_verification_cannot_use_an_email_the_shopper_did_not_write(store_db, settings):
     backend = ScriptedBackend([{"action": "verify_guest", "email": "james.li4495@example.com"}])
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, None)
+    conv = conversation(store_db, None)
     await turn(agent, conv, "hi, I need help with an order")
     with Session(store_db) as db:
         assert db.get(Conversation, conv).customer_id is None
@@ -277,7 +267,7 @@ async def test_cancel_needs_explicit_yes_and_no_changes_nothing(store_db, settin
     cancel = {"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}
     backend = ScriptedBackend([cancel])
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, AARAV)
+    conv = conversation(store_db, AARAV)
     events = await turn(agent, conv, "please cancel #W9300146, I don't need it")
     confirms = of_type(events, "confirm")
     assert len(confirms) == 1 and confirms[0]["args"]["order_id"] == "#W9300146"
@@ -306,7 +296,7 @@ async def test_processed_or_delivered_orders_cannot_be_cancelled(store_db, setti
         [{"action": "cancel_order", "order_id": order_id, "reason": "no longer needed"}]
     )
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, AARAV)
+    conv = conversation(store_db, AARAV)
     events = await turn(agent, conv, f"cancel {order_id}")
     assert not of_type(events, "confirm")
     assert "only pending orders" in final(events)["text"]
@@ -319,7 +309,7 @@ async def test_conversation_survives_a_restart(store_db, settings, tmp_path):
     backend = ScriptedBackend(
         [{"action": "cancel_order", "order_id": "#W9300146", "reason": "ordered by mistake"}]
     )
-    conv = new_conversation(store_db, AARAV)
+    conv = conversation(store_db, AARAV)
     await turn(Agent(backend, store_db, settings), conv, "cancel #W9300146, ordered by mistake")
     store_db.dispose()
 
@@ -341,7 +331,7 @@ async def test_conversation_survives_a_restart(store_db, settings, tmp_path):
 async def test_handoff_tool_moves_the_conversation_to_waiting(store_db, settings):
     backend = ScriptedBackend([{"action": "handoff", "reason": "shopper asked for a human"}])
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db, JAMES)
+    conv = conversation(store_db, JAMES)
     events = await turn(agent, conv, "I want to talk to a person")
     assert of_type(events, "handoff")[0]["state"] == "waiting"
     events = await turn(agent, conv, "hello?")
@@ -357,7 +347,7 @@ async def test_backend_failure_keeps_the_message_and_hands_off(store_db, setting
         raise BackendError("connection refused")
 
     agent = Agent(ScriptedBackend(broken), store_db, settings)
-    conv = new_conversation(store_db, JAMES)
+    conv = conversation(store_db, JAMES)
     events = await turn(agent, conv, "where is #W2611340?")
     assert of_type(events, "error")[0]["code"] == "llm_unavailable"
     with Session(store_db) as db:
@@ -375,7 +365,7 @@ async def test_no_with_a_new_request_declines_and_answers_the_request(store_db, 
         [{"action": "cancel_order", "order_id": "#W9300146", "reason": "no longer needed"}]
     )
     agent = Agent(backend, store_db, settings.model_copy(update={"llm_answer_style": "facts"}))
-    conv = new_conversation(store_db, AARAV)
+    conv = conversation(store_db, AARAV)
     await turn(agent, conv, "cancel #W9300146")
     backend.push({"action": "order_status", "order_id": "#W3220203"})
     events = await turn(agent, conv, "no, keep it. Where is #W3220203 though?")
@@ -390,18 +380,18 @@ async def test_native_tool_calls_go_through_the_same_checks(store_db, settings):
         [ToolCall("order_status", {"order_id": "#W3220203"}, id="c1")]  # someone else's order
     )
     agent = Agent(backend, store_db, native)
-    events = await turn(agent, new_conversation(store_db, JAMES), "where is #W3220203?")
+    events = await turn(agent, conversation(store_db, JAMES), "where is #W3220203?")
     assert not of_type(events, "card")
     assert "couldn't find" in final(events)["text"]
     assert all(t["function"]["strict"] for t in backend.calls[0]["tools"])
 
     backend.push(ToolCall("order_status", {"order_id": "#W2611340"}, id="c2"), "It is processed.")
-    events = await turn(agent, new_conversation(store_db, JAMES), "where is #W2611340?")
+    events = await turn(agent, conversation(store_db, JAMES), "where is #W2611340?")
     assert of_type(events, "card")[0]["card"]["status"] == "processed"
     assert final(events)["text"] == "It is processed."
     # The tool block is byte-identical for every shopper (prefix caching), guest or signed in.
     backend.push(ToolCall("order_status", {"order_id": "#W2611340"}, id="c3"))
-    events = await turn(agent, new_conversation(store_db, None), "where is #W2611340?")
+    events = await turn(agent, conversation(store_db, None), "where is #W2611340?")
     assert backend.calls[-1]["tools"] == backend.calls[0]["tools"]
     assert "verify" in final(events)["text"].lower() and not of_type(events, "card")
 
@@ -440,7 +430,7 @@ async def test_policy_question_is_answered_from_the_store_pages_with_a_citation(
     backend = ScriptedBackend([{"action": "search_knowledge"}])
     facts = settings.model_copy(update={"llm_answer_style": "facts"})
     agent = Agent(backend, store_db, facts, retriever=lambda: policy_retriever)
-    conv = new_conversation(store_db, None)  # a guest may ask about policies without verifying
+    conv = conversation(store_db, None)  # a guest may ask about policies without verifying
     events = await turn(agent, conv, "how long do I have to return a delivered item?")
     message = final(events)
     assert message["citations"], message
@@ -456,5 +446,5 @@ async def test_policy_question_is_answered_from_the_store_pages_with_a_citation(
 async def test_search_knowledge_without_an_index_says_so(store_db, settings):
     backend = ScriptedBackend([{"action": "search_knowledge"}])
     agent = Agent(backend, store_db, settings.model_copy(update={"llm_answer_style": "facts"}))
-    events = await turn(agent, new_conversation(store_db, JAMES), "what is your warranty?")
+    events = await turn(agent, conversation(store_db, JAMES), "what is your warranty?")
     assert "not available" in final(events)["text"] and not final(events)["citations"]

@@ -4,15 +4,15 @@ We test the plumbing and the format, never the wording: tokens stream, the gramm
 parses, and the tool it picks is the one the shopper asked for, with the arguments they wrote.
 """
 
-import uuid
 from typing import Any
 
 import pytest
+from conftest import conversation
 from sqlmodel import Session, select
 
 from bot.agent import Agent
 from bot.llm import create_backend
-from commerce.models import Conversation, Message, Order
+from commerce.models import Message, Order
 from shopdesk.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -23,14 +23,6 @@ def local_backend():  # type: ignore[no-untyped-def]
     backend = create_backend(Settings(llm_backend="local"))
     yield backend
     backend.close()  # type: ignore[attr-defined]
-
-
-def conversation(engine, customer_id: str | None) -> str:  # type: ignore[no-untyped-def]
-    with Session(engine) as db:
-        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer")
-        db.add(conv)
-        db.commit()
-        return conv.id
 
 
 async def run(agent: Agent, conv: str, text: str) -> list[dict[str, Any]]:

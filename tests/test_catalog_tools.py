@@ -1,27 +1,19 @@
 """The bot's catalog tools: recommendations (and the stock outlook) for the session's shopper."""
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import conversation
 from sqlmodel import Session, select
 
 from bot.agent import Agent
 from bot.catalog_tools import recommendation_query
 from bot.llm.scripted import ScriptedBackend
-from commerce.models import Conversation, OrderItem, Variant
+from commerce.models import OrderItem, Variant
 from shopdesk.settings import Settings
 
 JAMES = "james_li_5688"
-
-
-def new_conversation(engine, customer_id: str | None) -> str:  # type: ignore[no-untyped-def]
-    with Session(engine) as db:
-        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer")
-        db.add(conv)
-        db.commit()
-        return conv.id
 
 
 async def run(agent: Agent, conv: str, text: str) -> list[dict[str, Any]]:
@@ -58,7 +50,7 @@ def test_the_query_is_what_the_shopper_is_looking_for(text: str, query: str | No
 async def test_recommendations_for_the_signed_in_customer_are_real_and_available(store_db, trained) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend([{"action": "recommend_products"}])
     agent = Agent(backend, store_db, trained)
-    events = await run(agent, new_conversation(store_db, JAMES), "can you recommend something for me?")
+    events = await run(agent, conversation(store_db, JAMES), "can you recommend something for me?")
     card = next(e["card"] for e in events if e["type"] == "card")
     message = next(e for e in events if e["type"] == "message")
     assert card["kind"] == "products" and 1 <= len(card["items"]) <= 4
@@ -84,18 +76,18 @@ def _orders_of(db: Session, customer_id: str) -> set[str]:
 async def test_a_guest_gets_popular_products_marked_as_such(store_db, trained) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend([{"action": "recommend_products"}])
     agent = Agent(backend, store_db, trained)
-    events = await run(agent, new_conversation(store_db, None), "any gift ideas?")
+    events = await run(agent, conversation(store_db, None), "any gift ideas?")
     message = next(e for e in events if e["type"] == "message")
     assert message["text"].startswith("Here are some of our popular products right now:")
     card = next(e["card"] for e in events if e["type"] == "card")
     assert all(item["reason_kind"] == "popular" for item in card["items"])
 
 
-async def test_stock_outlook_answers_with_the_stores_restock_window(store_db) -> None:  # type: ignore[no-untyped-def]
+async def test_stock_outlook_answers_with_the_stores_restock_window(store_db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from commerce.inventory import find_variants
     from commerce.inventory import stock_outlook as outlook_of
 
-    settings = Settings(_env_file=None, llm_backend="scripted")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
     with Session(store_db) as db:
         sold_out = [v for v in db.exec(select(Variant).where(Variant.available == False)).all()]  # noqa: E712
         outlooks = [outlook_of(db, settings, v.id) for v in sold_out]
@@ -106,7 +98,7 @@ async def test_stock_outlook_answers_with_the_stores_restock_window(store_db) ->
         with Session(store_db) as db:
             assert outlook.variant_id in [v.id for v in find_variants(db, words)]
         agent = Agent(ScriptedBackend([{"action": "stock_outlook"}]), store_db, settings)
-        events = await run(agent, new_conversation(store_db, None), f"when is the {words} back in stock?")
+        events = await run(agent, conversation(store_db, None), f"when is the {words} back in stock?")
         card = next(e["card"] for e in events if e["type"] == "card")
         text = next(e for e in events if e["type"] == "message")["text"]
         item = next(i for i in card["items"] if i["variant_id"] == outlook.variant_id)
@@ -120,9 +112,9 @@ async def test_stock_outlook_answers_with_the_stores_restock_window(store_db) ->
         assert "PO-" not in text and "supplier" not in text.lower()  # purchasing internals stay inside
 
 
-async def test_stock_outlook_asks_which_product_when_none_is_named(store_db) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(_env_file=None, llm_backend="scripted")  # type: ignore[call-arg]
+async def test_stock_outlook_asks_which_product_when_none_is_named(store_db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
     agent = Agent(ScriptedBackend([{"action": "stock_outlook"}]), store_db, settings)
-    events = await run(agent, new_conversation(store_db, None), "when is the flux capacitor back in stock?")
+    events = await run(agent, conversation(store_db, None), "when is the flux capacitor back in stock?")
     assert next(e for e in events if e["type"] == "message")["text"].startswith("Which product do you mean?")
     assert not [e for e in events if e["type"] == "card"]

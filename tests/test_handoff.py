@@ -1,10 +1,10 @@
 """The handoff state machine and its triggers: each trigger leads to `waiting`, with its reason kept."""
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
+from conftest import conversation
 from sqlmodel import Session, col, select
 
 from bot import handoff, sentiment
@@ -21,14 +21,6 @@ JAMES = "james_li_5688"
 @pytest.fixture
 def settings(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
     return Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted", llm_answer_style="facts")  # type: ignore[call-arg]
-
-
-def new_conversation(engine, customer_id: str | None = JAMES, state: str = "bot") -> str:  # type: ignore[no-untyped-def]
-    with Session(engine) as db:
-        conv = Conversation(id=str(uuid.uuid4()), customer_id=customer_id, identity="customer", state=state)
-        db.add(conv)
-        db.commit()
-        return conv.id
 
 
 async def turn(agent: Agent, conv_id: str, text: str) -> list[dict[str, Any]]:
@@ -57,7 +49,7 @@ def state_of(engine, conv_id: str) -> Conversation:  # type: ignore[no-untyped-d
 
 
 def test_the_machine_allows_the_documented_paths_and_refuses_the_rest(store_db) -> None:  # type: ignore[no-untyped-def]
-    conv_id = new_conversation(store_db)
+    conv_id = conversation(store_db, JAMES)
     with Session(store_db) as db:
         conv, event = handoff.move(db, conv_id, "waiting", "shopper_request", "asked for a person")
         assert conv.state == "waiting" and conv.waiting_since is not None
@@ -93,7 +85,7 @@ def test_sentiment_scores_complaints_below_the_threshold_and_questions_at_zero()
 
 async def test_asking_for_a_person_waits_with_the_reason(store_db, settings) -> None:  # type: ignore[no-untyped-def]
     agent = Agent(ScriptedBackend([{"action": "handoff", "reason": "wants a human"}]), store_db, settings)
-    conv = new_conversation(store_db)
+    conv = conversation(store_db, JAMES)
     events = await turn(agent, conv, "I want to talk to a person")
     assert [e for e in events if e["type"] == "handoff"][0]["state"] == "waiting"
     assert [e.trigger for e in handoffs(store_db, conv)] == ["shopper_request"]
@@ -104,7 +96,7 @@ async def test_two_failed_turns_in_a_row_wait_and_a_good_turn_resets_the_count(s
     unclear = {"action": "ask", "need": "clarification"}
     backend = ScriptedBackend([unclear, {"action": "list_orders"}, unclear, unclear])
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db)
+    conv = conversation(store_db, JAMES)
     await turn(agent, conv, "hmm")
     assert state_of(store_db, conv).failed_turns == 1
     await turn(agent, conv, "what did I order?")  # helped: the run starts again
@@ -122,7 +114,7 @@ async def test_two_failed_turns_in_a_row_wait_and_a_good_turn_resets_the_count(s
 async def test_a_furious_message_goes_to_a_person_without_asking_the_model(store_db, settings) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend()
     agent = Agent(backend, store_db, settings)
-    conv = new_conversation(store_db)
+    conv = conversation(store_db, JAMES)
     events = await turn(agent, conv, "This is RIDICULOUS. Worst service ever, I'm furious!!!")
     assert [e["type"] for e in events] == ["ack", "handoff", "done"]
     assert backend.calls == []
@@ -145,7 +137,7 @@ async def test_a_tool_error_goes_to_a_person(store_db, settings) -> None:  # typ
 
     tools.get("list_orders").run = broken
     agent = Agent(ScriptedBackend([{"action": "list_orders"}]), store_db, settings, tools=tools)
-    conv = new_conversation(store_db)
+    conv = conversation(store_db, JAMES)
     events = await turn(agent, conv, "what did I order?")
     assert [e for e in events if e["type"] == "handoff"][0]["state"] == "waiting"
     assert [e.trigger for e in handoffs(store_db, conv)] == ["error"]
@@ -154,7 +146,7 @@ async def test_a_tool_error_goes_to_a_person(store_db, settings) -> None:  # typ
 async def test_a_fraud_block_goes_to_a_person_and_flags_the_chat(store_db, settings) -> None:  # type: ignore[no-untyped-def]
     customer, order_id = "harper_silva_8534", "#W8011920"  # docs/fraud.md: an account takeover
     agent = Agent(ScriptedBackend([{"action": "return_order", "order_id": order_id}]), store_db, settings)
-    conv = new_conversation(store_db, customer)
+    conv = conversation(store_db, customer)
     events = await turn(agent, conv, f"I want to return my order {order_id}")
     assert [e for e in events if e["type"] == "handoff"][0]["state"] == "waiting"
     assert [e.trigger for e in handoffs(store_db, conv)] == ["fraud_review"]
@@ -165,7 +157,7 @@ async def test_while_waiting_messages_are_kept_and_reach_the_agents_bus(store_db
     bus = LocalBus()
     backend = ScriptedBackend()
     agent = Agent(backend, store_db, settings, bus=bus)
-    conv = new_conversation(store_db, state="waiting")
+    conv = conversation(store_db, JAMES, state="waiting")
     async with bus.subscribe(conversation_channel(conv)) as sub:
         events = await turn(agent, conv, "hello? anyone there?")
         published = await asyncio.wait_for(sub.get(), 1)
@@ -177,7 +169,7 @@ async def test_while_waiting_messages_are_kept_and_reach_the_agents_bus(store_db
 
 async def test_a_closed_chat_reopens_with_the_bot_when_the_shopper_writes(store_db, settings) -> None:  # type: ignore[no-untyped-def]
     agent = Agent(ScriptedBackend([{"action": "list_orders"}]), store_db, settings)
-    conv = new_conversation(store_db, state="closed")
+    conv = conversation(store_db, JAMES, state="closed")
     events = await turn(agent, conv, "what did I order?")
     assert any(e["type"] == "card" for e in events)
     assert state_of(store_db, conv).state == "bot"
