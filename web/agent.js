@@ -275,6 +275,14 @@
 
   const WHO = { user: "Shopper", assistant: "Bot", agent: "Agent", system: "System" };
 
+  /** Bot and agent text as the shopper sees it: the widget's Markdown renderer (DOM nodes only). */
+  function markdown(tag, text) {
+    const el = h(tag, { class: "text" });
+    if (window.ShopDesk && window.ShopDesk.renderMarkdown) window.ShopDesk.renderMarkdown(text || "", el);
+    else el.textContent = text || "";
+    return el;
+  }
+
   function messageNode(m) {
     const who = m.role === "agent" ? m.agent || WHO.agent : m.role === "user" && current && current.customer ? current.customer.name : WHO[m.role] || m.role;
     const li = h("li", { class: "msg msg-" + m.role, "data-id": m.id }, [
@@ -283,7 +291,7 @@
         m.role === "user" ? sentimentLabel(m.sentiment) : null,
         m.replaced ? h("span", { class: "badge", text: "replaced by the grounding check" }) : null,
       ]),
-      h("div", { class: "text", text: m.text }),
+      m.role === "user" ? h("div", { class: "text", text: m.text }) : markdown("div", m.text),
       ...(m.cards || []).map(cardNode),
       citationsNode(m.citations),
     ]);
@@ -352,7 +360,7 @@
     const asIs = h("button", { type: "button", class: "send-as-is", text: "Send as is", onclick: () => sendReply(s.text, s.id, asIs) });
     const sent = s.status === "accepted" || s.status === "edited";
     if (sent) li.classList.add("sent");
-    li.append(h("p", { class: "text", text: s.text }), s.card ? cardNode(s.card) : "", citationsNode(s.citations) || "",
+    li.append(markdown("div", s.text), s.card ? cardNode(s.card) : "", citationsNode(s.citations) || "",
       h("div", { class: "buttons" }, sent ? h("span", { class: "badge ok", text: "sent" }) : [use, asIs]));
     if (s.action) li.append(actionNode(s));
     return li;
