@@ -40,7 +40,7 @@ from commerce.models import DailySales, Product, Variant
 from shopdesk.settings import Settings
 
 LEVELS = (80, 95)
-CACHE_VERSION = 1  # bump when the forecast logic changes: old files stop matching
+CACHE_VERSION = 2  # bump when the forecast logic changes: old files stop matching
 
 
 class UnknownVariant(LookupError):

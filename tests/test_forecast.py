@@ -9,9 +9,14 @@ import pandas as pd
 import pytest
 
 from commerce.forecast import (
+    Backtest,
+    BacktestPlan,
     ForecastInputError,
     ForecastSpec,
+    _clearly_better,
+    _roll_heavy,
     backtest_plan,
+    build_model,
     candidates_for,
     default_season_length,
     evaluate_holdout,
@@ -92,7 +97,48 @@ def test_pooled_choice_lets_a_series_switch_only_for_a_clear_gain() -> None:
     assert len(ev.backtests) == 3
     for bt in ev.backtests.values():
         own = min(bt.mae, key=bt.mae.get)
-        assert bt.chosen == own or bt.mae[own] >= 0.9 * bt.mae[bt.chosen]
+        assert bt.chosen == own or not _clearly_better(bt, own, bt.chosen, spec)
+        assert len(bt.window_mae[own]) == bt.plan.windows
+
+
+def _backtest(default: list[float], own: list[float], step: int = 7) -> Backtest:
+    w = {"auto_ets": np.array(default), "auto_theta": np.array(own)}
+    mae = {m: float(np.mean(v)) for m, v in w.items()}
+    return Backtest(
+        plan=BacktestPlan(windows=len(default), step=step), mae=mae, rmse=mae, chosen="", scale=1.0,
+        window_mae=w, window_rmse=w,
+    )  # fmt: skip
+
+
+def test_a_series_leaves_the_pooled_choice_only_for_a_gain_beyond_the_noise() -> None:
+    spec = ForecastSpec(freq="D", season_length=7, horizon=14)
+    steady = _backtest([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.0], [0.8, 0.9, 0.7, 0.8, 0.85, 0.75, 0.8, 0.8])
+    assert _clearly_better(steady, "auto_theta", "auto_ets", spec)  # 20 % better in every window
+    # The same 20 % on average, from two windows out of eight: within the noise, no switch.
+    lucky = _backtest([1.0] * 8, [1.0, 1.0, 0.2, 1.0, 1.0, 0.2, 1.0, 1.0])
+    assert not _clearly_better(lucky, "auto_theta", "auto_ets", spec)
+    # Overlapping windows (half a horizon apart) count as fewer independent ones than non-overlapping.
+    edge = [1.0, 0.9, 1.0, 0.9, 1.0, 1.0, 0.9, 1.0]
+    assert _clearly_better(_backtest([1.0] * 8, edge, step=14), "auto_theta", "auto_ets", spec)
+    assert not _clearly_better(_backtest([1.0] * 8, edge, step=7), "auto_theta", "auto_ets", spec)
+    assert not _clearly_better(_backtest([1.0], [0.5]), "auto_theta", "auto_ets", spec)  # one window
+
+
+def test_heavy_models_are_refitted_at_each_origin_unless_a_full_window_precedes_the_first() -> None:
+    y = seasonal_series(3, n=140)
+    plan = BacktestPlan(windows=3, step=7)
+    spec = ForecastSpec(freq="D", season_length=7, horizon=14, levels=())
+    origins = [140 - (7 * 2 + 14) + 7 * k for k in range(3)]
+    res = _roll_heavy(([("s", y, True, plan)], ("auto_theta",), spec))["s"]
+    refitted = [
+        build_model("auto_theta", spec, seasonal=True).forecast(y=y[:o], h=14)["mean"] for o in origins
+    ]
+    np.testing.assert_allclose(res["cv"]["auto_theta"], np.concatenate(refitted))
+    assert res["final"] == {}  # refitted on the whole history for the final forecast
+    # With max_input 56 the first origin (112) leaves a full window: fitted once, rolled forward and on.
+    capped = ForecastSpec(freq="D", season_length=7, horizon=14, levels=(), max_input=56)
+    res = _roll_heavy(([("s", y, True, plan)], ("auto_theta",), capped))["s"]
+    assert set(res["final"]) == {"auto_theta"}
 
 
 def test_backtest_plan_overlaps_windows_rather_than_losing_origins() -> None:
