@@ -7,16 +7,14 @@ holes and a rollback can always go back to it. A rollback is a save of an old te
 """
 
 import difflib
-import os
-import tempfile
 import threading
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.prompts import PromptError, PromptStore, parse_prompt, validate_prompt
 from commerce.models import PromptVersion
+from shopdesk.files import write_atomically
 from shopdesk.metrics import PROMPT_CONFLICTS, PROMPT_SAVES
 
 # Saves in this process take turns (the database's unique key still guards other processes).
@@ -177,16 +175,3 @@ def rollback(
     if old is None:
         raise PromptError(f"prompt {name!r} has no version {to_version}")
     return save(db, store, name, old.text, base_version, author_id, "rollback", f"rollback to v{to_version}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of it (and a new inode: caches notice)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -6,9 +6,7 @@ Uploads are refused with a message a person can act on: wrong type, too large, n
 empty, or a name that is not a plain file name.
 """
 
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from retrieval.ingest import CORPUS_SUFFIXES, Document, chunk_document, slugify
 from retrieval.knowledge import update_store_documents
+from shopdesk.files import write_atomically
 from shopdesk.metrics import KB_CHANGES
 from shopdesk.settings import Settings
 
@@ -124,7 +123,7 @@ def save_document(
     if not create and not path.exists():
         raise KBError(f"no document named {name!r}", 404)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, text)
+    write_atomically(path, text)
     doc = _document(name, text)
     update_store_documents(settings, engine, upsert=[doc])
     KB_CHANGES.labels("upload" if create else "edit").inc()
@@ -138,15 +137,3 @@ def delete_document(settings: Settings, engine: Engine | None, name: str) -> Non
     path.unlink()
     update_store_documents(settings, engine, delete=[PREFIX + name])
     KB_CHANGES.labels("delete").inc()
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

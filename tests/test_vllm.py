@@ -452,7 +452,9 @@ async def test_vllm_killed_mid_stream_then_restarted_recovers(fault_server: Faul
                     fault_server.kill()
                     killed_at = time.monotonic()
         assert seen >= 3, "the stream ended before the kill"
-        assert time.monotonic() - killed_at < 5.0, "the broken stream was not noticed promptly"
+        # Noticed when the connection closes, well before the 30 s stall timeout: 0.1-5.3 s seen on a
+        # loaded 2-core box (the killed server's engine process lets go of it on its own schedule).
+        assert time.monotonic() - killed_at < 10.0, "the broken stream was not noticed promptly"
         assert "stream broke" in str(failure.value) or "ended before" in str(failure.value), failure.value
         assert backend.tracker.snapshot() == {fault_server.base_url: False}
 
@@ -463,6 +465,11 @@ async def test_vllm_killed_mid_stream_then_restarted_recovers(fault_server: Faul
         assert time.monotonic() - started < 2.0
 
         await restart_and_check_recovery(fault_server, backend)
+    except BaseException:
+        # A failure here must not leave the killed server's engine generating 1,500 tokens on the
+        # CPU that the next tests' server needs.
+        await asyncio.to_thread(fault_server.stop)
+        raise
     finally:
         await backend.aclose()
 
