@@ -7,38 +7,9 @@
   let token = sessionStorage.getItem(TOKEN_KEY);
   let current = null; // the prompt being edited: {name, version, text, variables, max_length}
 
-  function h(tag, attrs, children) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "text") el.textContent = v;
-      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-      else el.setAttribute(k, v === true ? "" : v);
-    }
-    for (const c of [].concat(children || [])) if (c !== null && c !== undefined) el.append(c);
-    return el;
-  }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super((body && body.detail && typeof body.detail === "string") ? body.detail : "request failed (" + status + ")");
-      this.status = status; this.body = body || {};
-    }
-  }
-
-  async function api(method, path, body) {
-    const res = await fetch(path, {
-      method,
-      headers: Object.assign({ Authorization: "Bearer " + token }, body !== undefined ? { "Content-Type": "application/json" } : {}),
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    if (res.status === 401) { signOut("Your session ended: please sign in again."); throw new ApiError(401, {}); }
-    if (res.status === 204) return null;
-    const type = res.headers.get("content-type") || "";
-    const data = type.includes("json") ? await res.json() : await res.text();
-    if (!res.ok) throw new ApiError(res.status, typeof data === "object" ? data : { detail: data });
-    return data;
-  }
+  const { h } = window.ShopdeskStaff;
+  const api = window.ShopdeskStaff.client(() => token, () => signOut("Your session ended: please sign in again."));
 
   function pct(est) { return est && est.value !== null && est.value !== undefined ? (est.value * 100).toFixed(1) + " %" : "–"; }
   function ci(est, scale, unit) {
@@ -86,12 +57,9 @@
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     $("#login-error").textContent = "";
-    const res = await fetch("/api/staff/login", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("#login-user").value, password: $("#login-pass").value }),
-    });
-    const body = await res.json().catch(() => ({}));
-    if (!res.ok) { $("#login-error").textContent = typeof body.detail === "string" ? body.detail : "Sign-in failed."; return; }
+    let body;
+    try { body = await window.ShopdeskStaff.signIn($("#login-user").value, $("#login-pass").value); }
+    catch (e) { $("#login-error").textContent = e.message; return; }
     if (body.role !== "admin") { $("#login-error").textContent = "This page is for admins; your account is a support agent."; return; }
     token = body.token; sessionStorage.setItem(TOKEN_KEY, token);
     $("#login-pass").value = "";

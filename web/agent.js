@@ -22,40 +22,9 @@
   let loading = 0, held = []; // REST reloads in flight; live events that came meanwhile
 
   // ---- helpers ----------------------------------------------------------------------------------
-  function h(tag, attrs, children) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "text") el.textContent = String(v);
-      else if (k === "class") el.className = v;
-      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-      else el.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const c of [].concat(children || [])) {
-      if (c === null || c === undefined || c === false) continue;
-      el.append(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
-    }
-    return el;
-  }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super(body && typeof body.detail === "string" ? body.detail : "request failed (" + status + ")");
-      this.status = status;
-    }
-  }
-
-  async function api(method, path, body) {
-    const res = await fetch(path, {
-      method,
-      headers: Object.assign({ Authorization: "Bearer " + token }, body !== undefined ? { "Content-Type": "application/json" } : {}),
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    if (res.status === 401) { signOut("Your session ended: please sign in again."); throw new ApiError(401, {}); }
-    const data = (res.headers.get("content-type") || "").includes("json") ? await res.json() : {};
-    if (!res.ok) throw new ApiError(res.status, data);
-    return data;
-  }
+  const { h } = window.ShopdeskStaff;
+  const api = window.ShopdeskStaff.client(() => token, () => signOut("Your session ended: please sign in again."));
 
   function notice(text) { $("#notice").textContent = text || ""; }
   function fail(err) { if (err && err.status !== 401) notice(err.message || String(err)); }
@@ -129,12 +98,9 @@
     $("#login-error").textContent = "";
     $("#login-submit").disabled = true;
     try {
-      const res = await fetch("/api/staff/login", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ username: $("#login-user").value, password: $("#login-pass").value }),
-      });
-      const body = await res.json().catch(() => ({}));
-      if (!res.ok) { $("#login-error").textContent = typeof body.detail === "string" ? body.detail : "Sign-in failed."; return; }
+      let body;
+      try { body = await window.ShopdeskStaff.signIn($("#login-user").value, $("#login-pass").value); }
+      catch (e) { $("#login-error").textContent = e.message; return; }
       token = body.token; sessionStorage.setItem(TOKEN_KEY, token);
       $("#login-pass").value = "";
       await start();
