@@ -4,7 +4,8 @@ They do no I/O (a Session connects on its first query), so they are `async def`:
 dependency in its thread pool, and each such hop costs more than the work (milliseconds under load).
 """
 
-from collections.abc import AsyncIterator
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
@@ -82,3 +83,42 @@ async def get_admin(staff: Annotated[StaffClaims, Depends(get_staff)]) -> StaffC
 
 AgentUser = Annotated[StaffClaims, Depends(get_agent)]
 AdminUser = Annotated[StaffClaims, Depends(get_admin)]
+
+
+def _check_api_key(settings: Settings, setting: str, given: str | None) -> None:
+    """Another service's X-API-Key against `settings.<setting>`; unset, only a demo store lets it by."""
+    key = getattr(settings, setting)
+    if key is None:
+        if not settings.demo_mode:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"set SHOPDESK_{setting.upper()} to let services use this API"
+            )
+        return
+    if given is None or not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-API-Key")
+
+
+def require_service(setting: str) -> Callable[..., Awaitable[None]]:
+    """A dependency: the caller is a service holding the key in `settings.<setting>`."""
+
+    async def check(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+        _check_api_key(settings, setting, x_api_key)
+
+    return check
+
+
+def require_admin_or_service(setting: str) -> Callable[..., Awaitable[None]]:
+    """A dependency for routes that serve both the admin pages (an admin's bearer token) and other
+    services (X-API-Key = `settings.<setting>`)."""
+
+    async def check(
+        settings: SettingsDep,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> None:
+        if authorization is not None:
+            await get_admin(await get_staff(settings, authorization))
+            return
+        _check_api_key(settings, setting, x_api_key)
+
+    return check

@@ -4,10 +4,14 @@
   for the variant and its backtest error.
 - `GET /api/forecast/{variant_id}.png`: history, forecast and intervals as a PNG.
 - `GET /api/inventory/reorder`: what to reorder now, most urgent first.
+- `GET /api/inventory/outlook/{variant_id}`: stock, days of cover and, when sold out, the restock window
+  (the same answer the bot's `stock_outlook` tool gives a shopper).
 
 Forecasts come from the per-variant cache under var_dir/forecast (see commerce/demand.py): a request
 reads it, or computes the one variant it needs; the reorder list fills the cache for every variant in
 one batch the first time each store day (or after `python -m commerce.demand`). Unknown variant: 404.
+Callers: an admin's bearer token (the admin page's Inventory tab), or `X-API-Key` =
+settings.inventory_api_key (other services); with no key set, a demo store answers anyone.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SettingsDep, require_admin_or_service
 from commerce.demand import DemandForecast, UnknownVariant, forecast_png, forecast_variant
-from commerce.inventory import ReorderLine, reorder_list
+from commerce.inventory import ReorderLine, StockOutlook, reorder_list, stock_outlook
 from commerce.models import Product, Variant
 
-router = APIRouter(prefix="/api", tags=["forecast"])
+# Sales history, stock and purchase quantities are the store's business: admins (the admin pages) and
+# other services with the inventory key only.
+router = APIRouter(
+    prefix="/api", tags=["forecast"], dependencies=[Depends(require_admin_or_service("inventory_api_key"))]
+)
 
 
 class ForecastOut(DemandForecast):
@@ -88,3 +96,12 @@ def inventory_reorder(
     lines = reorder_list(db, settings)
     shown = lines[:limit] if limit else lines
     return ReorderOut(as_of=date.fromisoformat(settings.store_today), count=len(lines), lines=shown)
+
+
+@router.get("/inventory/outlook/{variant_id}", response_model=StockOutlook)
+def inventory_outlook(variant_id: str, db: SessionDep, settings: SettingsDep) -> StockOutlook:
+    """Stock on hand, days of cover and, when sold out, the restock window and what it rests on."""
+    try:
+        return stock_outlook(db, settings, variant_id)
+    except LookupError as exc:
+        raise _not_found(exc) from exc

@@ -13,16 +13,16 @@ configured, only a demo store answers. Every score given is kept as a RiskAssess
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.deps import require_service
 from commerce.fraud import (
     FraudAssessment,
     OrderPayload,
@@ -43,17 +43,6 @@ class ScoreOrderRequest(BaseModel):
 
     order_id: str = Field(min_length=1, max_length=32)
     action: Literal["cancel", "return", "exchange", "address_change"] | None = None
-
-
-async def require_service(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    settings: Settings = request.app.state.settings
-    key = settings.fraud_api_key
-    if key is None:
-        if not settings.demo_mode:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "set SHOPDESK_FRAUD_API_KEY to use the fraud API")
-        return
-    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), key.get_secret_value().encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-API-Key")
 
 
 def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
@@ -78,7 +67,9 @@ def _score(engine: Engine, settings: Settings, request: ScoreOrderRequest | Orde
     return result
 
 
-@router.post("/score", response_model=FraudAssessment, dependencies=[Depends(require_service)])
+@router.post(
+    "/score", response_model=FraudAssessment, dependencies=[Depends(require_service("fraud_api_key"))]
+)
 async def score(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
     """Score an order in the store (`order_id`) or an order being placed (a payload).
 

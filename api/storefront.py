@@ -12,12 +12,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case
 from sqlmodel import col, func, select
 
-from api.deps import SessionDep, ShopperSession
+from api.deps import SessionDep, SettingsDep, ShopperSession
 from commerce.models import ConversationRating, Message, MessageFeedback, Product, Variant, utcnow
 from retrieval.ingest import slugify
 
 router = APIRouter(tags=["storefront"])
-POLICIES_DIR = Path(__file__).resolve().parent.parent / "knowledge" / "policies"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
 
 
@@ -221,10 +220,11 @@ _PAGE = """<!doctype html>
 
 
 @router.get("/policies/{name}", response_class=HTMLResponse, include_in_schema=False)
-def policy_page(name: str) -> HTMLResponse:
-    """A store policy (knowledge/policies/<name>.md); section anchors match the citations' `anchor`."""
+def policy_page(name: str, settings: SettingsDep) -> HTMLResponse:
+    """A store policy (`settings.policies_dir/<name>.md`, where the admin's KB pages live too); section
+    anchors match the citations' `anchor`."""
     name = name.removesuffix(".md")
-    path = POLICIES_DIR / f"{name}.md"
+    path = Path(settings.policies_dir) / f"{name}.md"
     if not _NAME.match(name) or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such policy page")
     title, body = render_policy(path.read_text(encoding="utf-8", errors="replace"))

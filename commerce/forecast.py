@@ -507,6 +507,9 @@ class Backtest:
     # the choice can be.
     window_mae: dict[str, np.ndarray] = field(default_factory=dict)
     window_rmse: dict[str, np.ndarray] = field(default_factory=dict)
+    # The backtest forecasts themselves (windows x horizon per model) and what happened.
+    window_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    window_actual: np.ndarray | None = None
 
     def error(self, model: str) -> float:
         return (self.mae if self.metric == "mae" else self.rmse).get(model, math.inf)
@@ -658,6 +661,8 @@ def _cross_validate(
             rolled=rolled[uid],
             window_mae={m: np.mean(np.abs(d), axis=1) for m, d in per_window.items()},
             window_rmse={m: np.sqrt(np.mean(d**2, axis=1)) for m, d in per_window.items()},
+            window_pred={m: p[m].reshape(plan.windows, spec.horizon) for m in names},
+            window_actual=actual[uid].reshape(plan.windows, spec.horizon),
         )
     return out
 
@@ -726,6 +731,8 @@ def select_models(prep: Prepared) -> dict[str, Backtest]:
                 metric="rmse" if info.kind == "intermittent" else "mae",
                 window_mae=bt.window_mae if bt else {},
                 window_rmse=bt.window_rmse if bt else {},
+                window_pred=bt.window_pred if bt else {},
+                window_actual=bt.window_actual if bt else None,
             )
     for (names, _), ids in pools.items():
         default = _pooled_default(names, [result[uid] for uid in ids])
@@ -945,6 +952,8 @@ class EvalResult:
     models: dict[str, dict[str, float]]  # name -> {"mase", "smape"}; includes "selected"
     chosen: Counter[str]
     per_series: pd.DataFrame  # unique_id, model, mase, smape (one row per series and model)
+    forecasts: dict[str, dict[str, np.ndarray]]  # unique_id -> model -> held-out forecast
+    actual: dict[str, np.ndarray]  # unique_id -> the held-out values
     backtests: dict[str, Backtest]  # the selection's evidence per series
     issues: list[Issue]
     seconds: float
@@ -1046,6 +1055,8 @@ def evaluate_holdout(data: pd.DataFrame | Prepared, spec: ForecastSpec | None = 
         models=models,
         chosen=Counter(bt.chosen for bt in chosen.values()),
         per_series=per_series,
+        forecasts=preds,
+        actual=actual,
         backtests=chosen,
         issues=tprep.issues,
         seconds=time.perf_counter() - t0,

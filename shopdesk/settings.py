@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     # POST /api/fraud/score wants this key in X-API-Key; unset, only a demo store answers it.
     fraud_api_key: SecretStr | None = None
 
-    # Demand forecast and purchasing (commerce/demand.py, commerce/inventory.py).
+    # Demand forecast and purchasing (commerce/demand.py, commerce/inventory.py). Their REST wants an
+    # admin's bearer token, or this key in X-API-Key from other services; unset, a demo store is open.
+    inventory_api_key: SecretStr | None = None
     forecast_horizon_days: int = Field(default=28, ge=7, le=120)
     forecast_history_days: int = Field(default=364, ge=56)  # fit on the last year: bounds the fit time
     forecast_n_jobs: int = Field(default=2, ge=1)

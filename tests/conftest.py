@@ -24,6 +24,7 @@ PostgreSQL (127.0.0.1:5432, database ``test``; override with SHOPDESK_TEST_PG_UR
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
+from commerce.demand import store_spec as STORE_SPEC  # the real one, whatever a test patches in
+from commerce.forecast import ForecastSpec
 from commerce.seed import SeedReport, seed_store
 from shopdesk.db import copy_sqlite_file, make_engine, migrate
 from shopdesk.settings import Settings
@@ -286,6 +289,16 @@ def status(engine: Engine, order_id: str) -> str:
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
+
+
+def cheap_spec(settings: Settings, *, n_jobs: int | None = None) -> ForecastSpec:
+    """The store's forecast spec with only the cheap models (monkeypatched over `demand.store_spec`):
+    the reorder list's plumbing, in seconds instead of a minute."""
+    return replace(
+        STORE_SPEC(settings, n_jobs=n_jobs),
+        candidates=("seasonal_naive", "croston_optimized", "adida"),
+        n_windows=2,
+    )
 
 
 def screenshot(page: Any, folder: str, name: str) -> None:

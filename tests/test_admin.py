@@ -423,6 +423,8 @@ def test_uploaded_documents_are_retrievable_at_once(client, admin, kb_index, adm
     ).json()
     assert "Marigold" in top["passages"][0]["text"] and "Zanzibar" not in top["passages"][0]["text"]
     assert "Marigold" in client.get("/api/admin/kb/gift-wrapping.md", headers=admin).json()["text"]
+    page = client.get("/policies/gift-wrapping")  # where the bot's citation links
+    assert page.status_code == 200 and "Marigold" in page.text
 
     assert client.delete("/api/admin/kb/gift-wrapping.md", headers=admin).status_code == 204
     after = client.get(
@@ -430,6 +432,7 @@ def test_uploaded_documents_are_retrievable_at_once(client, admin, kb_index, adm
     ).json()
     assert all(p["source"] != "policies/gift-wrapping.md" for p in after["passages"])
     assert not (admin_settings.policies_dir / "gift-wrapping.md").exists()
+    assert client.get("/policies/gift-wrapping").status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,15 @@ variants from a shopper's words, the forecast cache, the REST endpoints and `sho
 
 import json
 import math
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import cheap_spec
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -34,6 +35,7 @@ from commerce.purchasing_seed import add_purchasing
 from server import create_app
 from shopdesk import cli
 from shopdesk.db import make_engine, migrate
+from shopdesk.security import SessionClaims, StaffClaims, issue_staff_token, issue_token
 from shopdesk.settings import Settings
 
 TSHIRT = "9523456873"
@@ -50,18 +52,6 @@ def db(seeded_engine: Engine):  # type: ignore[no-untyped-def]
 def settings(store_settings: Settings, tmp_path: Path) -> Settings:
     """The seeded store's settings with a private forecast cache."""
     return store_settings.model_copy(update={"var_dir": tmp_path})
-
-
-STORE_SPEC = demand.store_spec
-
-
-def cheap_spec(settings: Settings, *, n_jobs: int | None = None):  # type: ignore[no-untyped-def]
-    """The store's spec with only the cheap models: the reorder list's plumbing, in seconds."""
-    return replace(
-        STORE_SPEC(settings, n_jobs=n_jobs),
-        candidates=("seasonal_naive", "croston_optimized", "adida"),
-        n_windows=2,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -407,6 +397,41 @@ def test_reorder_endpoint(store_db: Engine, cheap_cache: Path, monkeypatch: pyte
     assert body["count"] > 15 and len(body["lines"]) == 15
     urgency = [line["urgency_days"] for line in body["lines"]]
     assert urgency == sorted(urgency)
+
+
+def test_forecast_routes_are_for_admins_and_keyed_services(store_db: Engine, tmp_path: Path) -> None:
+    """Sales, stock and order quantities are the store's business: an admin's token or the service key."""
+    s = Settings(
+        llm_backend="scripted",
+        database_url=str(store_db.url),
+        var_dir=tmp_path,
+        demo_mode=False,
+        inventory_api_key=SecretStr("inv-key"),
+    )
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    admin = bearer(issue_staff_token(StaffClaims(staff_id=1, role="admin", name="Ada"), s))
+    agent = bearer(issue_staff_token(StaffClaims(staff_id=2, role="agent", name="Alex"), s))
+    shopper = bearer(issue_token(SessionClaims(conversation_id="x", customer_id="c1"), s))
+    url = "/api/forecast/9612497925"
+    with TestClient(create_app(s, backend=ScriptedBackend())) as c:
+        assert c.get(url).status_code == 401
+        assert c.get(url, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get(url, headers=agent).status_code == 403
+        assert c.get(url, headers=shopper).status_code == 403
+        assert c.get(url, headers=bearer("garbage")).status_code == 401
+        assert c.get("/api/forecast/9612497925.png").status_code == 401
+        assert c.get("/api/inventory/reorder").status_code == 401
+        assert c.get(url, headers=admin).status_code == 200
+        assert c.get(url, headers={"X-API-Key": "inv-key"}).status_code == 200
+        assert c.get("/api/forecast/0000000000", headers=admin).status_code == 404
+    unkeyed = s.model_copy(update={"inventory_api_key": None})
+    with TestClient(create_app(unkeyed, backend=ScriptedBackend())) as c:
+        refused = c.get(url)
+        assert refused.status_code == 403 and "SHOPDESK_INVENTORY_API_KEY" in refused.json()["detail"]
+        assert c.get(url, headers=admin).status_code == 200
 
 
 # ---- eval command and migration -----------------------------------------------------------------------------

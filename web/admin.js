@@ -68,8 +68,8 @@
   $("#logout").addEventListener("click", () => signOut(""));
 
   // ---- tabs (arrow keys move between them: the WAI-ARIA tabs pattern) ---------------------------
-  const tabs = ["prompts", "abtests", "kb", "analytics"];
-  const loaders = { prompts: loadPrompts, abtests: loadTests, kb: loadKb, analytics: loadAnalytics };
+  const tabs = ["prompts", "abtests", "kb", "analytics", "inventory"];
+  const loaders = { prompts: loadPrompts, abtests: loadTests, kb: loadKb, analytics: loadAnalytics, inventory: loadReorder };
   function selectTab(name, focus) {
     for (const t of tabs) {
       const tab = $("#tab-" + t), on = t === name;
@@ -409,6 +409,51 @@
     const a = h("a", { href: url, download: "shopdesk-conversations-" + days + "d.csv" });
     document.body.append(a); a.click(); a.remove(); URL.revokeObjectURL(url);
   });
+
+  // ---- inventory: the reorder list, and one variant's forecast, plot and restock outlook ---------------
+  function options(o) { return Object.entries(o || {}).map(([k, v]) => k + " " + v).join(", "); }
+  function num(x, digits) { return x === null || x === undefined ? "–" : Number(x).toFixed(digits); }
+  async function loadReorder() {
+    const limit = $("#inv-limit").value;
+    $("#inv-status").textContent = "Loading the reorder list (the first request of a store day forecasts every variant: up to a minute)…";
+    try {
+      const r = await api("GET", "/api/inventory/reorder" + (limit ? "?limit=" + limit : ""));
+      $("#inv-status").textContent = r.count + " variant(s) to reorder as of " + r.as_of + (limit && r.count > r.lines.length ? "; showing the " + r.lines.length + " most urgent." : ".");
+      $("#inv-reorder tbody").replaceChildren(...(r.lines.length ? r.lines.map((l) => h("tr", { "data-variant": l.variant_id }, [
+        h("td", {}, [h("strong", { text: l.product_name }), " ", h("span", { class: "muted", text: options(l.options) }), h("div", {}, h("code", { text: l.variant_id }))]),
+        h("td", { text: l.supplier || "none on record" }),
+        h("td", { class: "num", text: String(l.stock_on_hand) }), h("td", { class: "num", text: String(l.on_order) }),
+        h("td", { class: "num", text: num(l.daily_demand, 2) }), h("td", { class: "num", text: num(l.days_of_cover, 1) }),
+        h("td", { class: "num", text: l.lead_time_days[0] + "–" + l.lead_time_days[1] + " d" }),
+        h("td", { class: "num", text: num(l.reorder_point, 1) }), h("td", { class: "num", text: String(l.order_qty) }),
+        h("td", { class: l.urgency_days < 0 ? "num bad" : "num", text: num(l.urgency_days, 1) + " d", title: l.note }),
+        h("td", {}, h("button", { type: "button", onclick: () => showVariant(l.variant_id) }, "Forecast")),
+      ])) : [h("tr", {}, h("td", { colspan: "11", class: "muted", text: "Nothing to reorder now." }))]));
+    } catch (e) { $("#inv-status").textContent = "Could not load the reorder list: " + e.message; }
+  }
+  let plotUrl = null;
+  async function showVariant(id) {
+    $("#inv-status").textContent = "Forecasting " + id + "…";
+    try {
+      const [fc, outlook] = await Promise.all([api("GET", "/api/forecast/" + encodeURIComponent(id)), api("GET", "/api/inventory/outlook/" + encodeURIComponent(id))]);
+      const res = await fetch("/api/forecast/" + encodeURIComponent(id) + ".png", { headers: { Authorization: "Bearer " + token } });
+      if (plotUrl) URL.revokeObjectURL(plotUrl);
+      plotUrl = res.ok ? URL.createObjectURL(await res.blob()) : null;
+      const plot = $("#inv-plot");
+      if (plotUrl) { plot.src = plotUrl; plot.alt = "Sales and forecast of " + fc.product_name + " " + options(fc.options); plot.hidden = false; } else plot.hidden = true;
+      $("#inv-title").textContent = fc.product_name + " · " + options(fc.options) + " (" + id + ")";
+      $("#inv-outlook").textContent = outlook.explanation;
+      const bt = fc.backtest;
+      $("#inv-facts").textContent = "Model " + fc.model + " (" + fc.demand_kind + " demand, " + fc.history_days + " days of history"
+        + (fc.censored_days ? ", " + fc.censored_days + " sold-out days left out" : "") + "); backtest MASE " + num(bt.mase, 3) + " over " + bt.windows + " windows; "
+        + "forecast " + num(fc.points.reduce((a, p) => a + p.mean, 0), 1) + " units over the next " + fc.points.length + " days.";
+      $("#inv-notes").replaceChildren(...fc.notes.map((n) => h("li", { text: n })));
+      $("#inv-detail").hidden = false; $("#inv-detail").scrollIntoView({ block: "start" });
+      $("#inv-status").textContent = "";
+    } catch (e) { $("#inv-status").textContent = e.status === 404 ? "No variant " + id + "." : "Could not forecast " + id + ": " + e.message; }
+  }
+  $("#inv-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadReorder(); });
+  $("#inv-lookup").addEventListener("submit", (ev) => { ev.preventDefault(); showVariant($("#inv-variant").value.trim()); });
 
   if (token) start(); else signOut("");
 })();
