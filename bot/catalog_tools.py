@@ -5,10 +5,12 @@ recsys/ and commerce/, and the reply is a sentence built from them (nothing for 
 The shopper's words choose what to look at; whom it is for comes from the session.
 """
 
+import asyncio
 import re
 from typing import Any
 
 from pydantic import BaseModel
+from sqlmodel import Session
 
 from bot.tools import Tool, ToolContext, ToolResult
 from commerce.models import Variant
@@ -122,8 +124,16 @@ async def stock_outlook(args: StockArgs, ctx: ToolContext) -> ToolResult:
             text="Which product do you mean? Tell me its name and, if you know them, the options (like colour and size).",
             audit={"reason": "no_product"},
         )
+    ids = [v.id for v in variants]
+
+    def outlooks_of() -> list[Any]:
+        with Session(ctx.db.get_bind()) as db:
+            return [outlook_of(db, settings, vid) for vid in ids]
+
+    # In a thread, with its own session: an uncached forecast is up to a second of CPU per variant,
+    # which on the event loop would stall every other chat's stream.
+    outlooks = await asyncio.to_thread(outlooks_of)
     # In-stock versions first: a shopper asking "is it available" wants those; then the rest.
-    outlooks = [outlook_of(ctx.db, settings, v.id) for v in variants]
     outlooks.sort(key=lambda o: (not o.in_stock, o.restock_earliest or o.as_of))
     shown = outlooks[:MAX_OUTLOOKS]
     sentences = []

@@ -6,6 +6,7 @@ found", so probing other customers' order ids learns nothing. Writes return a pr
 only after the shopper confirms (`execute`).
 """
 
+import asyncio
 import copy
 import functools
 import re
@@ -508,11 +509,17 @@ _POLICY_CUES = re.compile(
 
 async def search_knowledge(args: SearchArgs, ctx: ToolContext) -> ToolResult:
     """The store's policy and product pages: the reply is the best section, cited, never invented."""
-    retriever = ctx.retriever() if ctx.retriever is not None else None
-    if retriever is None:
-        return ToolResult(outcome="error", text="Our help pages are not available right now.")
     query = (args.query or (ctx.user_texts[-1] if ctx.user_texts else "")).strip()
-    passages = retriever.search(query, k=5)
+
+    def search() -> list[Any] | None:
+        retriever = ctx.retriever() if ctx.retriever is not None else None
+        return None if retriever is None else retriever.search(query, k=5)
+
+    # In a thread: embedding the query takes tens of ms of CPU (and the first call loads the index),
+    # which on the event loop would stall every other chat's stream.
+    passages = await asyncio.to_thread(search)
+    if passages is None:
+        return ToolResult(outcome="error", text="Our help pages are not available right now.")
     if _POLICY_CUES.search(query):
         passages.sort(key=lambda p: not p.source.startswith("policies/"))  # stable: keeps the ranking
     passages = passages[:3]

@@ -443,6 +443,39 @@ async def test_policy_question_is_answered_from_the_store_pages_with_a_citation(
     assert {"action": {"const": "search_knowledge"}} in [b["properties"] for b in branches]
 
 
+async def test_knowledge_search_runs_off_the_event_loop(store_db, settings, policy_retriever):
+    """Embedding the query is CPU work: on the event loop it would stall every other chat's stream."""
+    import asyncio
+    import threading
+
+    searched_on: list[threading.Thread] = []
+
+    class Recording:
+        def search(self, query, k=5, filters=None):  # type: ignore[no-untyped-def]
+            searched_on.append(threading.current_thread())
+            return policy_retriever.search(query, k=k, filters=filters)
+
+    backend = ScriptedBackend([{"action": "search_knowledge"}])
+    facts = settings.model_copy(update={"llm_answer_style": "facts"})
+    agent = Agent(backend, store_db, facts, retriever=lambda: Recording())
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        events = await turn(agent, conversation(store_db, None), "how long do I have to return an item?")
+    finally:
+        beat.cancel()
+    assert final(events)["citations"]
+    assert searched_on and all(t is not threading.main_thread() for t in searched_on)
+    assert ticks > 0
+
+
 async def test_search_knowledge_without_an_index_says_so(store_db, settings):
     backend = ScriptedBackend([{"action": "search_knowledge"}])
     agent = Agent(backend, store_db, settings.model_copy(update={"llm_answer_style": "facts"}))

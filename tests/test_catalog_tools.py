@@ -112,6 +112,26 @@ async def test_stock_outlook_answers_with_the_stores_restock_window(store_db, tm
         assert "PO-" not in text and "supplier" not in text.lower()  # purchasing internals stay inside
 
 
+async def test_stock_outlook_forecasts_off_the_event_loop(store_db, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An uncached forecast is up to a second of CPU per variant: never on the loop other chats share."""
+    import threading
+
+    from commerce import inventory
+
+    real, threads = inventory.stock_outlook, []
+
+    def recording(db, settings, variant_id):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        return real(db, settings, variant_id)
+
+    monkeypatch.setattr(inventory, "stock_outlook", recording)
+    settings = Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
+    agent = Agent(ScriptedBackend([{"action": "stock_outlook"}]), store_db, settings)
+    events = await run(agent, conversation(store_db, None), "is the kettle in stock?")
+    assert [e for e in events if e["type"] == "card"]
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
 async def test_stock_outlook_asks_which_product_when_none_is_named(store_db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     settings = Settings(_env_file=None, var_dir=tmp_path, llm_backend="scripted")  # type: ignore[call-arg]
     agent = Agent(ScriptedBackend([{"action": "stock_outlook"}]), store_db, settings)
