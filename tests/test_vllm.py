@@ -452,10 +452,12 @@ async def test_vllm_killed_mid_stream_then_restarted_recovers(fault_server: Faul
                     fault_server.kill()
                     killed_at = time.monotonic()
         assert seen >= 3, "the stream ended before the kill"
-        # Noticed when the connection closes, well before the 30 s stall timeout: 0.1-5.3 s seen on a
-        # loaded 2-core box (the killed server's engine process lets go of it on its own schedule).
-        assert time.monotonic() - killed_at < 10.0, "the broken stream was not noticed promptly"
+        # Noticed when the connection closes, not by the 30 s stall timeout: the message names the
+        # path. When it closes is vLLM's business: its engine-core child holds the socket until it sees
+        # its parent gone (0.1-11.4 s seen on a loaded 2-core box), so the bound is the stall timeout.
+        noticed_after = time.monotonic() - killed_at
         assert "stream broke" in str(failure.value) or "ended before" in str(failure.value), failure.value
+        assert noticed_after < 30.0, f"the broken stream took {noticed_after:.1f} s to notice"
         assert backend.tracker.snapshot() == {fault_server.base_url: False}
 
         # while it is down, requests fail fast with a clear error
