@@ -17,6 +17,7 @@ from api import agent as agent_api
 from api import agent_ws, chat_ws, platform, recommendations, shopper, staff, storefront
 from api import forecast as forecast_api
 from api import fraud as fraud_api
+from api.nul_guard import NulGuard
 from bot.agent import Agent
 from bot.llm import ChatBackend, create_backend
 from bot.prompts import PromptStore
@@ -95,6 +96,7 @@ def create_app(
                 cleanup()
 
     app = FastAPI(title="shopdesk", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(NulGuard)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,10 +1,13 @@
 """WebSocket frames: the checks every socket makes before a frame means anything (text, size, JSON,
-a known `type`, the fields of that type), each refusal an `error` event that says why."""
+no NUL character, a known `type`, the fields of that type), each refusal an `error` event that says
+why."""
 
 import json
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from api.nul_guard import holds_nul
 
 
 def parse_frame(
@@ -32,6 +35,12 @@ def parse_frame(
             "type": "error",
             "code": "invalid_frame",
             "message": "A frame is a JSON object with a type.",
+        }
+    if holds_nul(data):
+        return None, {
+            "type": "error",
+            "code": "invalid_text",
+            "message": "Text with a NUL character (\\u0000) cannot be stored.",
         }
     if data["type"] not in types:
         return None, {

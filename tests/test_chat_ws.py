@@ -79,6 +79,7 @@ def test_order_status_streams_with_a_card(client, backend):
         (lambda ws: ws.send_text(json.dumps({"type": "message", "text": ""})), "invalid_frame"),
         (lambda ws: ws.send_text(json.dumps({"type": "message", "text": "x" * 17_000})), "too_large"),
         (lambda ws: ws.send_bytes(b"\x00\xff\x10binary"), "binary_frame"),
+        (lambda ws: ws.send_text(json.dumps({"type": "message", "text": "hi\x00there"})), "invalid_text"),
     ],
 )
 def test_bad_frames_get_an_error_and_the_socket_stays_usable(client, send, code):

@@ -379,6 +379,22 @@ def test_forecast_endpoint(client: TestClient) -> None:
     assert missing.status_code == 404 and "unknown variant" in missing.json()["detail"]
 
 
+def test_outlook_endpoint_gives_the_bots_restock_answer(client: TestClient, store_db: Engine) -> None:
+    with Session(store_db) as db:
+        variant = sold_out(db, "po")
+        expected = stock_outlook(db, client.app.state.settings, variant.id)
+    r = client.get(f"/api/inventory/outlook/{variant.id}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["basis"] == "purchase_order" and body["in_stock"] is False
+    assert body["restock_earliest"] == expected.restock_earliest.isoformat()  # type: ignore[union-attr]
+    assert body["explanation"] == expected.explanation
+    for bad in ("0000000000", "x" * 300, "%F0%9F%92%A5", "%00"):
+        missing = client.get(f"/api/inventory/outlook/{bad}")
+        assert missing.status_code == 404 and "unknown variant" in missing.json()["detail"], bad
+    assert client.get("/api/inventory/outlook/..%2F..%2Fetc").status_code == 404  # no such route
+
+
 def test_forecast_plot_endpoint(client: TestClient) -> None:
     r = client.get("/api/forecast/9612497925.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
