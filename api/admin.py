@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
-from api.deps import AdminUser, SessionDep, SettingsDep
+from api.deps import AdminUser, RowId, SessionDep, SettingsDep
 from bot import abtest, analytics, prompt_versions
 from bot.agent import Agent
 from bot.preview import preview_turn
@@ -68,7 +68,7 @@ class PromptText(BaseModel):
 
 
 class SaveRequest(PromptText):
-    base_version: int = Field(ge=1, description="the version the edit started from")
+    base_version: RowId = Field(description="the version the edit started from")
     note: str | None = Field(default=None, max_length=500)
 
 
@@ -78,8 +78,8 @@ class PreviewRequest(PromptText):
 
 
 class RollbackRequest(BaseModel):
-    to_version: int = Field(ge=1)
-    base_version: int = Field(ge=1)
+    to_version: RowId
+    base_version: RowId
 
 
 @router.get("/prompts")
@@ -186,7 +186,7 @@ def versions(name: str, _: AdminUser, request: Request, db: SessionDep) -> list[
 
 
 @router.get("/prompts/{name}/versions/{version}")
-def version(name: str, version: int, _: AdminUser, db: SessionDep) -> dict[str, Any]:
+def version(name: str, version: RowId, _: AdminUser, db: SessionDep) -> dict[str, Any]:
     row = prompt_versions.get_version(db, name, version)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"prompt {name!r} has no version {version}")
@@ -194,7 +194,7 @@ def version(name: str, version: int, _: AdminUser, db: SessionDep) -> dict[str, 
 
 
 @router.get("/prompts/{name}/diff")
-def diff(name: str, a: int, b: int, _: AdminUser, db: SessionDep) -> dict[str, Any]:
+def diff(name: str, a: RowId, b: RowId, _: AdminUser, db: SessionDep) -> dict[str, Any]:
     va, vb = prompt_versions.get_version(db, name, a), prompt_versions.get_version(db, name, b)
     if va is None or vb is None:
         raise HTTPException(
@@ -223,8 +223,8 @@ def rollback(name: str, body: RollbackRequest, admin: AdminUser, request: Reques
 
 class StartTest(BaseModel):
     prompt_name: str = Field(max_length=64)
-    version_a: int = Field(ge=1)
-    version_b: int = Field(ge=1)
+    version_a: RowId
+    version_b: RowId
     share_b: float = Field(default=0.5, gt=0.0, lt=1.0)
 
 
@@ -253,7 +253,7 @@ def start_test(body: StartTest, admin: AdminUser, request: Request, db: SessionD
     return test.model_dump(mode="json")
 
 
-def _test(db: SessionDep, test_id: int) -> PromptABTest:
+def _test(db: SessionDep, test_id: RowId) -> PromptABTest:
     test = db.get(PromptABTest, test_id)
     if test is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no A/B test {test_id}")
@@ -261,12 +261,12 @@ def _test(db: SessionDep, test_id: int) -> PromptABTest:
 
 
 @router.get("/abtests/{test_id}")
-def test_report(test_id: int, _: AdminUser, db: SessionDep) -> dict[str, Any]:
+def test_report(test_id: RowId, _: AdminUser, db: SessionDep) -> dict[str, Any]:
     return abtest.report(db, _test(db, test_id))
 
 
 @router.post("/abtests/{test_id}/stop")
-def stop_test(test_id: int, body: StopTest, admin: AdminUser, request: Request, db: SessionDep) -> Any:
+def stop_test(test_id: RowId, body: StopTest, admin: AdminUser, request: Request, db: SessionDep) -> Any:
     try:
         test = abtest.stop_test(db, _prompts(request), _test(db, test_id), body.promote, admin.staff_id)
     except abtest.ABTestError as exc:

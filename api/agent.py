@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.deps import AgentUser, SessionDep
+from api.deps import AgentUser, RowId, SessionDep
 from bot.agent import Agent, tool_call_view
 from bot.handoff import TRANSITIONS
 from bot.suggest import suggestion_view
@@ -38,7 +38,9 @@ LIVE_BOT_WINDOW = timedelta(minutes=30)  # bot chats shown as "live" when the sh
 
 class ReplyRequest(BaseModel):
     text: str = Field(min_length=1, max_length=4000)
-    suggestion_id: int | None = Field(default=None, description="the suggested reply this text started from")
+    suggestion_id: RowId | None = Field(
+        default=None, description="the suggested reply this text started from"
+    )
 
 
 class CloseRequest(BaseModel):
@@ -47,7 +49,7 @@ class CloseRequest(BaseModel):
 
 
 class ActionRequest(BaseModel):
-    suggestion_id: int
+    suggestion_id: RowId
     confirm: bool = Field(default=False, description="false: show what would happen; true: do it")
 
 

@@ -8,6 +8,7 @@ import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
+import annotated_types
 from fastapi import Depends, Header, HTTPException, Request, status
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -31,6 +32,11 @@ async def get_db(engine: Annotated[Engine, Depends(get_engine_dep)]) -> AsyncIte
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_db)]
+
+# A row id (path, query or body): past PostgreSQL's INTEGER no row can exist, and the query itself
+# would fail (SQLite: "int too large"), so a larger number is a 422, not a 500.
+ROW_ID_MAX = 2**31 - 1
+RowId = Annotated[int, annotated_types.Interval(ge=1, le=ROW_ID_MAX)]
 
 
 async def get_shopper(

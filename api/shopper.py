@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case, func
 from sqlmodel import col, select
 
-from api.deps import SessionDep, SettingsDep, ShopperSession
+from api.deps import ROW_ID_MAX, SessionDep, SettingsDep, ShopperSession
 from bot import sessions
 from commerce.models import Conversation, Customer, FraudLabel, Message, Order, StaffUser
 
@@ -71,7 +71,9 @@ def my_conversation(shopper: ShopperSession, db: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/conversation/messages")
-def my_messages(shopper: ShopperSession, db: SessionDep, after_id: int = Query(0, ge=0)) -> dict[str, Any]:
+def my_messages(
+    shopper: ShopperSession, db: SessionDep, after_id: int = Query(0, ge=0, le=ROW_ID_MAX)
+) -> dict[str, Any]:
     """The session's own conversation (for reloads and reconnects); nobody else's is reachable."""
     rows = db.exec(
         select(Message)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case
 from sqlmodel import col, func, select
 
-from api.deps import SessionDep, SettingsDep, ShopperSession
+from api.deps import ROW_ID_MAX, RowId, SessionDep, SettingsDep, ShopperSession
 from commerce.models import ConversationRating, Message, MessageFeedback, Product, Variant, utcnow
 from retrieval.ingest import slugify
 
@@ -35,7 +35,7 @@ def list_products(
     db: SessionDep,
     q: str | None = Query(None, max_length=100),
     limit: int = Query(60, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=ROW_ID_MAX),
 ) -> dict[str, Any]:
     """The catalogue for the storefront grid: price range and availability over each product's variants."""
     available = func.sum(case((col(Variant.available) & (col(Variant.stock_on_hand) > 0), 1), else_=0))
@@ -92,7 +92,7 @@ def product_detail(product_id: str, db: SessionDep) -> dict[str, Any]:
 
 
 class FeedbackRequest(BaseModel):
-    message_id: int = Field(ge=1)
+    message_id: RowId
     vote: Literal["up", "down"]
 
 

@@ -435,6 +435,20 @@ def test_uploaded_documents_are_retrievable_at_once(client, admin, kb_index, adm
     assert client.get("/policies/gift-wrapping").status_code == 404
 
 
+def test_ids_past_any_row_are_422_not_500(client, admin):  # type: ignore[no-untyped-def]
+    huge = 10**20
+    for url in (
+        f"/api/admin/abtests/{huge}",
+        f"/api/admin/prompts/greeting/versions/{huge}",
+        f"/api/admin/prompts/greeting/diff?a=1&b={huge}",
+    ):
+        r = client.get(url, headers=admin)
+        assert r.status_code == 422, (url, r.text)
+    assert client.post(f"/api/admin/abtests/{huge}/stop", json={}, headers=admin).status_code == 422
+    assert client.get("/api/admin/abtests/0", headers=admin).status_code == 422
+    assert client.get("/api/admin/abtests/2147483647", headers=admin).status_code == 404
+
+
 @pytest.mark.parametrize(
     "filename, text, status, words",
     [

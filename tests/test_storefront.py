@@ -52,6 +52,22 @@ def test_products_bad_input(client):
     assert client.get("/api/products/no-such-product").status_code == 404
     assert client.get("/api/products", params={"limit": 0}).status_code == 422
     assert client.get("/api/products", params={"limit": "many"}).status_code == 422
+    assert client.get("/api/products", params={"offset": 10**20}).status_code == 422
+
+
+def test_numbers_past_any_row_id_are_422_not_500(client):
+    """SQLite cannot bind them and PostgreSQL's INTEGER cannot hold them: refused before the query."""
+    auth = {"Authorization": f"Bearer {session(client)['token']}"}
+    huge = 10**20
+    r = client.post("/api/conversation/feedback", json={"message_id": huge, "vote": "up"}, headers=auth)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "message_id"
+    assert (
+        client.get("/api/conversation/messages", params={"after_id": huge}, headers=auth).status_code == 422
+    )
+    assert (
+        client.get("/api/conversation/messages", params={"after_id": 2**31 - 1}, headers=auth).status_code
+        == 200
+    )
 
 
 def test_similar_route_is_not_shadowed(client):
