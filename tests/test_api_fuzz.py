@@ -6,6 +6,7 @@ fail in the query). Whatever comes in, the answer is never a 5xx and the server 
 The forecast routes run on the cheap models (`cheap_spec`): their input handling, not the model search.
 """
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ from schemathesis import GenerationMode
 from sqlmodel import Session
 
 from bot.llm.scripted import ScriptedBackend
+from bot.prompts import PROMPTS_DIR
 from commerce import demand
+from retrieval.ingest import load_corpus
+from retrieval.knowledge import POLICIES_DIR
+from retrieval.search import Retriever
 from server import create_app
 from shopdesk.db import copy_sqlite_file, make_engine
 from shopdesk.settings import Settings
@@ -46,8 +51,22 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         customer = None  # an empty store: a guest
     with Session(engine) as db:
         create_staff(db, f"fuzz_{request.param}", "Fuzz", "admin", PASSWORD)
+    # Private prompts, help pages and a small prebuilt index: the fuzzer saves prompts and uploads
+    # pages, which must never land in the repository's prompts/ or knowledge/.
+    root = tmp_path_factory.mktemp(f"fuzz_{request.param}")
+    shutil.copytree(PROMPTS_DIR, root / "prompts")
+    (root / "policies").mkdir()
+    for name in ("refunds.md", "warranty.md"):
+        shutil.copy(POLICIES_DIR / name, root / "policies" / name)
+    docs, _ = load_corpus(root / "policies", source_type="policy", prefix="policies/")
+    Retriever.from_documents(docs).save(root / "var" / "index")
     s = Settings(
-        llm_backend="scripted", database_url=url, var_dir=tmp_path_factory.mktemp(f"fuzz_{request.param}")
+        _env_file=None,  # type: ignore[call-arg]
+        llm_backend="scripted",
+        database_url=url,
+        var_dir=root / "var",
+        prompts_dir=root / "prompts",
+        policies_dir=root / "policies",
     )
     app = create_app(s, backend=ScriptedBackend())
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -56,6 +75,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         )
         shopper = client.post("/api/session", json={"customer_id": customer}).json()["token"]
         assert client.get("/api/search", params={"q": "refund"}).status_code == 200  # loads the embedder
+        assert app.state.settings.policies_dir == root / "policies" != POLICIES_DIR
+        assert app.state.settings.prompts_dir == root / "prompts" != PROMPTS_DIR
         yield {
             "app": app,
             "client": client,
