@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from bot.agent import Agent
 from bot.llm import ChatBackend, create_backend
 from bot.prompts import PromptStore
 from bot.router import default_router
+from commerce.demand import warm_cache
 from commerce.models import Customer
 from shopdesk.bus import create_bus
 from shopdesk.db import get_engine
@@ -57,7 +59,8 @@ def create_app(
     """`on_shutdown` runs when the app stops, however the server was stopped (uvicorn re-raises
     SIGTERM after its graceful shutdown, so code after `uvicorn.run` is not a safe place).
     `warm_up` loads the intent router and the retriever in a thread at start, so the first chats do
-    not wait for them on the event loop (the server does; tests need not)."""
+    not wait for them on the event loop, and fills the forecast cache at low priority (the server
+    does; tests need not)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -85,6 +88,12 @@ def create_app(
             bus=bus,
         )
         warming = asyncio.create_task(asyncio.to_thread(_warm, app.state.agent)) if warm_up else None
+        if warm_up and settings.forecast_warm_on_start:
+            # Its own thread, not the shared pool: it lowers its own CPU priority for the whole batch.
+            app.state.forecast_warming = threading.Thread(
+                target=warm_cache, args=(engine, settings), name="forecast-warm", daemon=True
+            )
+            app.state.forecast_warming.start()
         try:
             yield
         finally:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     forecast_horizon_days: int = Field(default=28, ge=7, le=120)
     forecast_history_days: int = Field(default=364, ge=56)  # fit on the last year: bounds the fit time
     forecast_n_jobs: int = Field(default=2, ge=1)
+    # `shopdesk serve` fills the forecast cache in a low-priority background thread at start, so the
+    # first reorder list does not wait for every variant's fit.
+    forecast_warm_on_start: bool = True
     inventory_service_level: float = Field(default=0.95, gt=0.5, lt=1.0)  # P(no stock-out in a lead time)
     inventory_review_days: int = Field(default=14, ge=1)  # an order covers demand until the next review
     inventory_default_lead_days: int = Field(default=21, ge=1)  # reorder maths without a supplier on record

@@ -1,8 +1,14 @@
 """Forecasting on the seeded store: purchasing data, stock outlooks, reorder maths and list, finding
 variants from a shopper's words, the forecast cache, the REST endpoints and `shopdesk eval forecast`."""
 
+import fcntl
 import json
 import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -355,6 +361,37 @@ def test_stock_out_zeros_are_not_demand(db: Session, settings: Settings) -> None
     assert fc.daily_mean > 0  # what it would sell once back, not the zeros of the empty shelf
 
 
+def test_histories_read_the_same_from_postgres(
+    db: Session, pg_schema_url: Callable[[], str], store_settings: Settings
+) -> None:
+    """The sales are read as the driver's raw rows (the day as text): both databases give the same
+    frame, so the same cache keys."""
+    ids = [sold_out(db, "lead").id, sold_out(db, "po").id, "9612497925"]
+    pg = make_engine(pg_schema_url())
+    migrate(pg)
+    try:
+        with Session(pg) as target:
+            variants = [db.get(Variant, i) for i in ids]
+            products = {v.product_id: db.get(Product, v.product_id) for v in variants if v}
+            rows = db.exec(select(DailySales).where(col(DailySales.variant_id).in_(ids))).all()
+            for group in (products.values(), variants, rows):
+                target.add_all([type(r).model_validate(r.model_dump()) for r in group if r])
+                target.flush()
+            target.commit()
+        lite, post = demand.sales_frame(db.get_bind(), ids), demand.sales_frame(pg, ids)  # type: ignore[arg-type]
+        pd.testing.assert_frame_equal(lite, post)
+        assert len(lite) == len(rows) > 3 * 700 and str(lite["ds"].dtype).startswith("datetime64")
+        today = date.fromisoformat(store_settings.store_today)
+        spec = demand.store_spec(store_settings)
+        keys = [
+            {vid: demand._cache_key(h, spec, today) for vid, h in demand._histories(frame, today).items()}
+            for frame in (lite, post)
+        ]
+        assert keys[0] == keys[1] and set(keys[0]) == set(ids)
+    finally:
+        pg.dispose()
+
+
 # ---- REST ----------------------------------------------------------------------------------------------
 
 
@@ -414,6 +451,56 @@ def test_reorder_endpoint(store_db: Engine, cheap_cache: Path, monkeypatch: pyte
     assert body["count"] > 15 and len(body["lines"]) == 15
     urgency = [line["urgency_days"] for line in body["lines"]]
     assert urgency == sorted(urgency)
+
+
+def test_server_start_fills_the_forecast_cache_at_low_priority(
+    store_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first reorder list reads what the start-up batch left; the batch ran niced, off the loop."""
+    monkeypatch.setattr(demand, "store_spec", cheap_spec)
+    real, seen = demand._compute, []
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        tid = threading.get_native_id()
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demand, "_compute", watched)
+    s = Settings(llm_backend="scripted", database_url=str(store_db.url), var_dir=tmp_path)  # type: ignore[call-arg]
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with TestClient(create_app(s, backend=ScriptedBackend(), warm_up=True)) as client:
+        client.app.state.forecast_warming.join(timeout=120)  # type: ignore[attr-defined]
+        assert seen == [("forecast-warm", min(base + demand.WARM_NICENESS, 19))]
+        with Session(store_db) as db:
+            with_sales = set(db.exec(select(DailySales.variant_id).distinct()))
+        assert {p.stem for p in (tmp_path / "forecast").glob("*.json")} == with_sales
+        monkeypatch.setattr(demand, "_compute", lambda *_a, **_k: pytest.fail("recomputed on request"))
+        r = client.get("/api/inventory/reorder")
+        assert r.status_code == 200 and r.json()["count"] > 20
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the server's own threads keep their priority
+
+
+def test_batches_wait_for_the_one_holding_the_cache_and_read_what_it_wrote(
+    store_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas sharing var_dir: while another process holds the batch lock (an flock taken on a file
+    of our own, which conflicts exactly as another process's would) nothing is fitted; then one batch
+    fits and the next reads its files."""
+    monkeypatch.setattr(demand, "store_spec", cheap_spec)
+    entered: list[float] = []
+    read_sales = demand.sales_frame
+    monkeypatch.setattr(demand, "sales_frame", lambda *a: entered.append(time.monotonic()) or read_sales(*a))
+    s = Settings(llm_backend="scripted", var_dir=tmp_path)  # type: ignore[call-arg]
+    (tmp_path / "forecast").mkdir()
+    with open(tmp_path / "forecast" / ".batch.lock", "a") as other_process, ThreadPoolExecutor(2) as pool:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        batches = [pool.submit(demand.forecast_all, store_db, s) for _ in range(2)]
+        time.sleep(1.0)
+        assert not entered and not any(b.done() for b in batches)  # neither got in
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        reports = [b.result(timeout=120) for b in batches]
+    assert len(entered) == 2 and sorted(r.computed for r in reports) == [0, len(reports[0].forecasts)]
+    assert len(reports[0].forecasts) > 500 and reports[0].forecasts == reports[1].forecasts
 
 
 def test_forecast_routes_are_for_admins_and_keyed_services(store_db: Engine, tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def servers(pg_schema_url, redis_url, seeded_engine, tmp_path_factory) -> Iterat
         "SHOPDESK_REDIS_PREFIX": f"shopdesk-test-{secrets.token_hex(4)}:",
         "SHOPDESK_SECRET_KEY": secrets.token_hex(32),  # both processes sign and read the same tokens
         "SHOPDESK_LLM_ANSWER_STYLE": "facts",
+        "SHOPDESK_FORECAST_WARM_ON_START": "false",  # a 20 s batch beside the chats: not what this tests
     }
     ports = [free_port(), free_port()]
     procs = [
