@@ -23,7 +23,7 @@ from bot.agent import Agent
 from bot.llm import ChatBackend, create_backend
 from bot.prompts import PromptStore
 from bot.router import default_router
-from commerce.demand import warm_cache
+from commerce.demand import keep_warm
 from commerce.models import Customer
 from shopdesk.bus import create_bus
 from shopdesk.db import get_engine
@@ -88,10 +88,11 @@ def create_app(
             bus=bus,
         )
         warming = asyncio.create_task(asyncio.to_thread(_warm, app.state.agent)) if warm_up else None
+        stop_forecasts = threading.Event()
         if warm_up and settings.forecast_warm_on_start:
             # Its own thread, not the shared pool: it lowers its own CPU priority for the whole batch.
             app.state.forecast_warming = threading.Thread(
-                target=warm_cache, args=(engine, settings), name="forecast-warm", daemon=True
+                target=keep_warm, args=(engine, settings, stop_forecasts), name="forecast-warm", daemon=True
             )
             app.state.forecast_warming.start()
         try:
@@ -99,6 +100,7 @@ def create_app(
         finally:
             if warming is not None:
                 warming.cancel()
+            stop_forecasts.set()  # a batch under way finishes (daemon thread); no next day is waited for
             await chat_backend.aclose()
             await bus.aclose()
             for cleanup in on_shutdown or []:

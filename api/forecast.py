@@ -95,7 +95,7 @@ def inventory_reorder(
     """Variants to reorder now (stock + open orders at or under the reorder point), most urgent first."""
     lines = reorder_list(db, settings)
     shown = lines[:limit] if limit else lines
-    return ReorderOut(as_of=date.fromisoformat(settings.store_today), count=len(lines), lines=shown)
+    return ReorderOut(as_of=settings.store_day(), count=len(lines), lines=shown)
 
 
 @router.get("/inventory/outlook/{variant_id}", response_model=StockOutlook)

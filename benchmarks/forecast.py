@@ -61,7 +61,7 @@ def main() -> None:
         # Baseline: seasonal naive alone, same data path.
         c0, t0 = cpu_seconds(), time.perf_counter()
         spec = demand.store_spec(settings)
-        histories = demand._histories(demand.sales_frame(engine), demand._today(settings))
+        histories = demand._histories(demand.sales_frame(engine), settings.store_day())
         import pandas as pd
         from statsforecast import StatsForecast
 

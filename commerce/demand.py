@@ -27,10 +27,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 
 import numpy as np
@@ -273,13 +274,9 @@ def _batch_turn(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _today(settings: Settings) -> date:
-    return date.fromisoformat(settings.store_today)
-
-
 def forecast_variant(engine: Engine, settings: Settings, variant_id: str) -> DemandForecast:
     """One variant's forecast: from the cache when its history and settings are unchanged."""
-    today = _today(settings)
+    today = settings.store_day()
     sales = sales_frame(engine, [variant_id])
     if sales.empty:
         with Session(engine) as db:
@@ -308,7 +305,7 @@ class BatchReport:
 def forecast_all(engine: Engine, settings: Settings, *, use_cache: bool = True) -> BatchReport:
     """Every variant's forecast; only the ones not in the cache are computed (in parallel)."""
     t0 = time.perf_counter()
-    today = _today(settings)
+    today = settings.store_day()
     with _batch_turn(settings):
         histories = _histories(sales_frame(engine), today)
         spec = store_spec(settings)
@@ -352,6 +349,27 @@ def warm_cache(engine: Engine, settings: Settings) -> BatchReport | None:
         report.seconds,
     )
     return report
+
+
+def seconds_to_next_day() -> float:
+    """Until a minute past the next UTC midnight, when a live store day turns."""
+    now = datetime.now(UTC)
+    turn = datetime.combine(now.date() + timedelta(days=1), dt_time(0, 1), tzinfo=UTC)
+    return (turn - now).total_seconds()
+
+
+def keep_warm(
+    engine: Engine,
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    until_next_day: Callable[[], float] = seconds_to_next_day,
+) -> None:
+    """The server's forecast thread: warm the cache now and, for a live store day, again each time
+    the day turns (every forecast's key holds the day), until `stop` is set."""
+    warm_cache(engine, settings)
+    while settings.store_day_is_live and not stop.wait(until_next_day()):
+        warm_cache(engine, settings)
 
 
 # ---- plot -----------------------------------------------------------------------------------------

@@ -93,10 +93,6 @@ def days_of_cover(stock: float, daily: list[float]) -> float | None:
 # ---- store data ---------------------------------------------------------------------------------
 
 
-def _today(settings: Settings) -> date:
-    return date.fromisoformat(settings.store_today)
-
-
 def _engine(db: Session) -> Engine:
     bind = db.get_bind()
     return bind if isinstance(bind, Engine) else bind.engine
@@ -164,7 +160,7 @@ def stock_outlook(db: Session, settings: Settings, variant_id: str) -> StockOutl
     product = db.get(Product, variant.product_id)
     name = product.name if product else variant.product_id
     label = f"{name} ({_options_text(variant.options)})" if variant.options else name
-    today = _today(settings)
+    today = settings.store_day()
     in_stock = bool(variant.available and variant.stock_on_hand > 0)
     supplier = db.get(SupplierItem, variant_id)
     orders = _open_orders(db, [variant_id]).get(variant_id, [])
@@ -313,7 +309,7 @@ def plan_variant(
 def reorder_list(db: Session, settings: Settings) -> list[ReorderLine]:
     """Variants whose stock plus open orders is at or under their reorder point, most urgent first
     (discontinued ones never)."""
-    today = _today(settings)
+    today = settings.store_day()
     batch = forecast_all(_engine(db), settings)
     suppliers = {s.variant_id: s for s in db.exec(select(SupplierItem))}
     orders = _open_orders(db)

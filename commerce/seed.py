@@ -168,13 +168,9 @@ class StoreNotEmpty(RuntimeError):
 # ---- time helpers -------------------------------------------------------------------------------
 
 
-def store_today(settings: Settings) -> date:
-    return date.fromisoformat(settings.store_today)
-
-
 def store_now(settings: Settings) -> datetime:
     """The demo store's "now" (aware UTC): noon of `store_today`. Generated history ends here."""
-    return datetime.combine(store_today(settings), time(12, 0), tzinfo=UTC)
+    return datetime.combine(settings.store_day(), time(12, 0), tzinfo=UTC)
 
 
 def _now_naive(today: date) -> datetime:
@@ -758,11 +754,11 @@ def _seed_on(conn: Connection, settings: Settings, reset: bool) -> SeedReport:
     timings: dict[str, float] = {}
     _check_schema(conn)
     data = load_seed_file(settings)
-    rows = generate_store(data, settings.seed, store_today(settings))
+    rows = generate_store(data, settings.seed, settings.store_day())
     from commerce.fraud_history import add_fraud_history  # late: it builds on this module's helpers
 
-    add_fraud_history(rows, settings.seed, store_today(settings))  # the labelled fraud history
-    add_purchasing(rows, settings.seed, store_today(settings))  # suppliers, lead times, purchase orders
+    add_fraud_history(rows, settings.seed, settings.store_day())  # the labelled fraud history
+    add_purchasing(rows, settings.seed, settings.store_day())  # suppliers, lead times, purchase orders
     timings["generate"] = _time.perf_counter() - t0
     t1 = _time.perf_counter()
     links: dict[str, str] = {}

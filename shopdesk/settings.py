@@ -1,14 +1,16 @@
 """One settings object for the whole product (env prefix SHOPDESK_)."""
 
 import secrets
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+LIVE_DAY = "live"
 
 
 class Settings(BaseSettings):
@@ -18,7 +20,8 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: SQLite file under var_dir
     seed_file: Path = ROOT / "data" / "seed" / "db.json"
     seed: int = 20261122
-    # The demo store's "today": generated history ends here, so seeding is reproducible.
+    # The store's "today" for forecasts, restock dates and the seed: an ISO date (the demo's, where the
+    # generated history ends, so seeding is reproducible) or "live", the current UTC date (a real store).
     store_today: str = "2026-11-20"
 
     llm_backend: Literal["local", "openai_compat", "scripted"] = "local"
@@ -99,6 +102,24 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.local_model_dir or self.var_dir / "models" / "smollm2-135m-instruct"
+
+    @field_validator("store_today")
+    @classmethod
+    def _day_or_live(cls, value: str) -> str:
+        if value != LIVE_DAY:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"store_today must be a date (YYYY-MM-DD) or {LIVE_DAY!r}") from None
+        return value
+
+    @property
+    def store_day_is_live(self) -> bool:
+        return self.store_today == LIVE_DAY
+
+    def store_day(self) -> date:
+        """The store's today (see `store_today`): the current UTC date when live."""
+        return datetime.now(UTC).date() if self.store_day_is_live else date.fromisoformat(self.store_today)
 
 
 @lru_cache

@@ -480,6 +480,30 @@ def test_server_start_fills_the_forecast_cache_at_low_priority(
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the server's own threads keep their priority
 
 
+@pytest.mark.parametrize(("day", "warms", "waits_for_the_day"), [("2026-11-20", 1, 0), ("live", 3, 3)])
+def test_the_forecast_thread_rewarms_when_a_live_day_turns(
+    day: str, warms: int, waits_for_the_day: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fixed (demo) day is warmed once; a live one again at each turn of the day, until stopped."""
+    stop, calls, waits = threading.Event(), [], []
+    monkeypatch.setattr(demand, "warm_cache", lambda *_a: calls.append(1) or (len(calls) == 3 and stop.set()))
+    s = Settings(_env_file=None, store_today=day)  # type: ignore[call-arg]
+    demand.keep_warm(None, s, stop, until_next_day=lambda: waits.append(1) or 0.01)  # type: ignore[arg-type]
+    assert len(calls) == warms and len(waits) == waits_for_the_day  # the last wait ends on `stop`
+    assert 0 < demand.seconds_to_next_day() <= 24 * 3600 + 60
+
+
+def test_a_live_store_day_forecasts_from_the_current_date(store_db: Engine, tmp_path: Path) -> None:
+    fixed = Settings(_env_file=None, var_dir=tmp_path, database_url=str(store_db.url))  # type: ignore[call-arg]
+    live = fixed.model_copy(update={"store_today": "live"})
+    today = datetime.now(UTC).date()
+    assert live.store_day() == today and fixed.store_day() == date(2026, 11, 20)
+    a, b = forecast_variant(store_db, fixed, "9612497925"), forecast_variant(store_db, live, "9612497925")
+    assert (a.as_of, b.as_of) == (fixed.store_day(), today) and b.points[0].ds == today
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        Settings(_env_file=None, store_today="yesterday")  # type: ignore[call-arg]
+
+
 def test_batches_wait_for_the_one_holding_the_cache_and_read_what_it_wrote(
     store_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,7 +54,7 @@ from commerce.fraud_history import (
 )
 from commerce.models import AddressChange, FraudLabel, Order, Payment, RiskAssessment
 from commerce.orders import OrderNotFound
-from commerce.seed import generate_store, load_seed_file, store_today
+from commerce.seed import generate_store, load_seed_file
 from server import create_app
 from shopdesk import cli
 from shopdesk.settings import Settings
@@ -293,7 +293,7 @@ def test_rules_score_and_thresholds(store_settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def base_rows(store_settings: Settings) -> tuple[dict, int]:
     """The tau2 store's rows (daily sales left out: the history only tops them up)."""
-    rows = generate_store(load_seed_file(store_settings), store_settings.seed, store_today(store_settings))
+    rows = generate_store(load_seed_file(store_settings), store_settings.seed, store_settings.store_day())
     rows["dailysales"] = []
     return rows, store_settings.seed
 
@@ -301,7 +301,7 @@ def base_rows(store_settings: Settings) -> tuple[dict, int]:
 def _add_history(base_rows: tuple[dict, int], seed: int | None = None) -> tuple[dict, dict]:
     rows = deepcopy(base_rows[0])
     added = add_fraud_history(
-        rows, base_rows[1] if seed is None else seed, store_today(Settings(_env_file=None))
+        rows, base_rows[1] if seed is None else seed, Settings(_env_file=None).store_day()
     )
     return rows, added
 

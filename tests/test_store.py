@@ -42,7 +42,6 @@ from commerce.seed import (
     seed_store,
     store_fingerprint,
     store_now,
-    store_today,
 )
 from shopdesk.db import make_engine, migrate
 from shopdesk.settings import Settings
@@ -121,8 +120,8 @@ def test_seed_report_counts_the_tau2_store(
     seed_report: SeedReport, tau2: dict, store_settings: Settings
 ) -> None:
     # The labelled fraud history (commerce/fraud_history.py) only adds rows: the rest is tau2's.
-    rows = generate_store(tau2, store_settings.seed, store_today(store_settings))
-    added = add_fraud_history(rows, store_settings.seed, store_today(store_settings))
+    rows = generate_store(tau2, store_settings.seed, store_settings.store_day())
+    added = add_fraud_history(rows, store_settings.seed, store_settings.store_day())
     c = {table: n - added.get(table, 0) for table, n in seed_report.counts.items()}
     assert c["addresschange"] == c["fraudlabel"] == 0 and added["fraudlabel"] > 0
     assert c["customer"] == c["address"] == len(tau2["users"]) == 500
@@ -204,8 +203,8 @@ def test_generation_depends_on_the_seed_only(store_settings: Settings, tau2: dic
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     assert outs[0][0].strip() == outs[1][0].strip() != ""
     # ...and the seed matters.
-    a = generate_store(tau2, seed, store_today(store_settings))
-    b = generate_store(tau2, seed + 1, store_today(store_settings))
+    a = generate_store(tau2, seed, store_settings.store_day())
+    b = generate_store(tau2, seed + 1, store_settings.store_day())
     assert [o["created_at"] for o in a["orders"]] != [o["created_at"] for o in b["orders"]]
     assert [o["id"] for o in a["orders"]] == [o["id"] for o in b["orders"]]
 
@@ -239,7 +238,7 @@ def _events(db: Session, shipment_id: int | None) -> list[ShipmentEvent]:
 
 
 def test_shipments_tell_the_order_story(db: Session, store_settings: Settings) -> None:
-    now, today = store_now(store_settings), store_today(store_settings)
+    now, today = store_now(store_settings), store_settings.store_day()
     seen = Counter()
     for o in db.exec(select(Order)):
         ships = db.exec(select(Shipment).where(Shipment.order_id == o.id)).all()
@@ -355,7 +354,7 @@ def _daily_totals(db: Session) -> dict[date, int]:
 
 def test_daily_sales_have_weekly_and_yearly_seasonality(db: Session, store_settings: Settings) -> None:
     totals = _daily_totals(db)
-    today = store_today(store_settings)
+    today = store_settings.store_day()
     assert len(totals) == HISTORY_DAYS
     assert min(totals) == today - timedelta(days=HISTORY_DAYS) and max(totals) == today - timedelta(days=1)
     mean = sum(totals.values()) / len(totals)
@@ -398,7 +397,7 @@ def test_daily_sales_are_per_variant_and_popularity_varies(db: Session, tau2: di
 
 
 def test_daily_sales_include_the_sampled_orders(db: Session, store_settings: Settings) -> None:
-    first = store_today(store_settings) - timedelta(days=HISTORY_DAYS)
+    first = store_settings.store_day() - timedelta(days=HISTORY_DAYS)
     sampled: Counter[tuple[str, date]] = Counter()
     rows = db.exec(
         select(OrderItem.variant_id, Order.created_at)
@@ -407,7 +406,7 @@ def test_daily_sales_include_the_sampled_orders(db: Session, store_settings: Set
     )
     for vid, created in rows:
         day = utc(created).date()
-        if first <= day < store_today(store_settings):
+        if first <= day < store_settings.store_day():
             sampled[(vid, day)] += 1
     assert len(sampled) > 1000
     units = {
@@ -418,7 +417,7 @@ def test_daily_sales_include_the_sampled_orders(db: Session, store_settings: Set
     short = {k: (n, units.get(k)) for k, n in sampled.items() if units.get(k, 0) < n}
     assert short == {}, list(short.items())[:5]
     # A sold-out variant sold nothing in the last days, except the sampled orders that emptied it.
-    today = store_today(store_settings)
+    today = store_settings.store_day()
     last_sampled: dict[str, date] = {}
     for vid, day in sampled:
         last_sampled[vid] = max(last_sampled.get(vid, day), day)
