@@ -6,6 +6,8 @@
 - `GET /api/inventory/reorder`: what to reorder now, most urgent first.
 - `GET /api/inventory/outlook/{variant_id}`: stock, days of cover and, when sold out, the restock window
   (the same answer the bot's `stock_outlook` tool gives a shopper).
+- `POST /api/inventory/sales`, `PUT /api/inventory/stock`: the order system's feed of daily units sold
+  and stock levels (commerce/sales_feed.py); a batch with any problem is rejected whole (422).
 
 Forecasts come from the per-variant cache under var_dir/forecast (see commerce/demand.py): a request
 reads it, or computes the one variant it needs; the reorder list fills the cache for every variant in
@@ -20,13 +22,23 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from api.deps import SessionDep, SettingsDep, require_admin_or_service
 from commerce.demand import DemandForecast, UnknownVariant, forecast_png, forecast_variant
 from commerce.inventory import ReorderLine, StockOutlook, reorder_list, stock_outlook
 from commerce.models import Product, Variant
+from commerce.sales_feed import (
+    MAX_ROWS,
+    FeedRejected,
+    SalesReport,
+    SalesRow,
+    StockLevel,
+    StockReport,
+    record_sales,
+    set_stock,
+)
 
 # Sales history, stock and purchase quantities are the store's business: admins (the admin pages) and
 # other services with the inventory key only.
@@ -105,3 +117,33 @@ def inventory_outlook(variant_id: str, db: SessionDep, settings: SettingsDep) ->
         return stock_outlook(db, settings, variant_id)
     except LookupError as exc:
         raise _not_found(exc) from exc
+
+
+class SalesBatch(BaseModel):
+    rows: list[SalesRow] = Field(max_length=MAX_ROWS)
+
+
+class StockBatch(BaseModel):
+    levels: list[StockLevel] = Field(max_length=MAX_ROWS)
+
+
+def _rejected(exc: FeedRejected) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"batch rejected, nothing was written: {exc}")
+
+
+@router.post("/inventory/sales", response_model=SalesReport)
+def post_sales(batch: SalesBatch, db: SessionDep, settings: SettingsDep) -> SalesReport:
+    """Daily units sold per variant, upserted (a resent day replaces its total); forecasts pick them up."""
+    try:
+        return record_sales(db, batch.rows, settings.store_day())
+    except FeedRejected as exc:
+        raise _rejected(exc) from exc
+
+
+@router.put("/inventory/stock", response_model=StockReport)
+def put_stock(batch: StockBatch, db: SessionDep) -> StockReport:
+    """Stock on hand per variant (and whether it is for sale): the outlook and reorder list use it."""
+    try:
+        return set_stock(db, batch.levels)
+    except FeedRejected as exc:
+        raise _rejected(exc) from exc

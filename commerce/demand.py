@@ -161,8 +161,10 @@ def _histories(sales: pd.DataFrame, today: date) -> dict[str, _History]:
     frame = sales[["unique_id", "ds", "y"]].reset_index(drop=True)
     ids, ys = frame["unique_id"].to_numpy(), frame["y"].to_numpy()
     sold_out, days = sales["stock_on_hand"].to_numpy() <= 0, frame["ds"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=int)
     out: dict[str, _History] = {}
+    if not len(ids):  # a store without sales yet
+        return out
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     for start, end in zip(starts, np.r_[starts[1:], len(ids)], strict=True):
         y = ys[start:end]
         censored = 0

@@ -38,6 +38,7 @@ from commerce.inventory import (
 )
 from commerce.models import DailySales, Product, PurchaseOrder, PurchaseOrderLine, SupplierItem, Variant
 from commerce.purchasing_seed import add_purchasing
+from commerce.sales_feed import SalesRow, record_sales
 from server import create_app
 from shopdesk import cli
 from shopdesk.db import make_engine, migrate
@@ -361,6 +362,16 @@ def test_stock_out_zeros_are_not_demand(db: Session, settings: Settings) -> None
     assert fc.daily_mean > 0  # what it would sell once back, not the zeros of the empty shelf
 
 
+def test_a_store_without_sales_has_nothing_to_forecast(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    migrate(engine)
+    s = Settings(_env_file=None, var_dir=tmp_path)  # type: ignore[call-arg]
+    assert demand._histories(demand.sales_frame(engine), s.store_day()) == {}
+    assert demand.forecast_all(engine, s).forecasts == {}
+    with Session(engine) as db:
+        assert reorder_list(db, s) == []
+
+
 def test_histories_read_the_same_from_postgres(
     db: Session, pg_schema_url: Callable[[], str], store_settings: Settings
 ) -> None:
@@ -388,6 +399,12 @@ def test_histories_read_the_same_from_postgres(
             for frame in (lite, post)
         ]
         assert keys[0] == keys[1] and set(keys[0]) == set(ids)
+        with Session(pg) as target:  # the feed's upsert in PostgreSQL's dialect
+            rows = [SalesRow(variant_id=ids[0], day=today - timedelta(days=1), units=77)]
+            rows.append(SalesRow(variant_id=ids[0], day=today, units=2))
+            report = record_sales(target, rows, today)
+            assert (report.inserted, report.updated) == (1, 1)
+            assert target.get(DailySales, (ids[0], today - timedelta(days=1))).units == 77  # type: ignore[union-attr]
     finally:
         pg.dispose()
 
@@ -431,6 +448,118 @@ def test_outlook_endpoint_gives_the_bots_restock_answer(client: TestClient, stor
         assert missing.status_code == 404 and "unknown variant" in missing.json()["detail"], bad
     assert client.get("/api/inventory/outlook/..%2F..%2Fetc").status_code == 404  # no such route
     assert client.get("/api/inventory/outlook/%00").status_code == 400  # api/nul_guard.py
+
+
+def _units(engine: Engine, variant_id: str, day: date) -> int | None:
+    with Session(engine) as db:
+        row = db.get(DailySales, (variant_id, day))
+        return row.units if row else None
+
+
+def test_sales_feed_upserts_and_the_forecast_follows(client: TestClient, store_db: Engine) -> None:
+    today = client.app.state.settings.store_day()  # type: ignore[attr-defined]
+    vid, yesterday = "9612497925", today - timedelta(days=1)
+    before, recorded = client.get(f"/api/forecast/{vid}").json(), _units(store_db, vid, yesterday)
+    assert recorded is not None and _units(store_db, vid, today) is None
+    rows = [
+        {"variant_id": vid, "day": yesterday.isoformat(), "units": recorded + 60},  # a corrected total
+        {"variant_id": vid, "day": today.isoformat(), "units": 3},  # today so far
+    ]
+    r = client.post("/api/inventory/sales", json={"rows": rows})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "received": 2,
+        "inserted": 1,
+        "updated": 1,
+        "first_day": yesterday.isoformat(),
+        "last_day": today.isoformat(),
+    }
+    assert (_units(store_db, vid, yesterday), _units(store_db, vid, today)) == (recorded + 60, 3)
+    after = client.get(f"/api/forecast/{vid}").json()  # the cache key changed with the history
+    assert sum(p["mean"] for p in after["points"]) > sum(p["mean"] for p in before["points"])
+    empty = client.post("/api/inventory/sales", json={"rows": []})
+    assert empty.status_code == 200 and empty.json()["received"] == 0
+
+
+def test_sales_feed_rejects_a_bad_batch_whole(client: TestClient, store_db: Engine) -> None:
+    today = client.app.state.settings.store_day()  # type: ignore[attr-defined]
+    vid, day = "9612497925", today - timedelta(days=2)
+    recorded = _units(store_db, vid, day)
+    good = {"variant_id": vid, "day": day.isoformat(), "units": 999}
+    r = client.post(
+        "/api/inventory/sales",
+        json={
+            "rows": [
+                good,
+                {"variant_id": "0000000000", "day": day.isoformat(), "units": 1},
+                {"variant_id": vid, "day": (today + timedelta(days=1)).isoformat(), "units": 1},
+                good,
+            ]
+        },
+    )
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("batch rejected, nothing was written")
+    for said in ("unknown variant '0000000000'", "rows[2]", "after the store's today", "rows[3]", "twice"):
+        assert said in detail, said
+    assert _units(store_db, vid, day) == recorded  # the good row was not written either
+    for body in (
+        {"rows": [{**good, "units": -1}]},  # returns are not negative sales
+        {"rows": [{**good, "day": "2026-02-30"}]},
+        {"rows": [{**good, "variant_id": ""}]},
+        {"rows": {"variant_id": vid}},
+        {"rows": [good] * 50_001},
+        [],
+    ):
+        assert client.post("/api/inventory/sales", json=body).status_code == 422
+    assert (
+        client.post(
+            "/api/inventory/sales", content=b"\xff\xfe", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+    assert _units(store_db, vid, day) == recorded
+
+
+def test_stock_feed_moves_the_outlook(client: TestClient, store_db: Engine) -> None:
+    with Session(store_db) as db:
+        back, in_stock = (
+            sold_out(db, "lead").id,
+            db.exec(select(Variant).where(Variant.stock_on_hand > 5)).first(),
+        )
+        assert in_stock is not None
+    r = client.put(
+        "/api/inventory/stock",
+        json={
+            "levels": [
+                {"variant_id": back, "stock_on_hand": 12},
+                {"variant_id": in_stock.id, "stock_on_hand": 0},
+            ]
+        },
+    )
+    assert r.status_code == 200 and r.json() == {"updated": 2, "sold_out": 1}, r.text
+    restocked, emptied = (client.get(f"/api/inventory/outlook/{v}").json() for v in (back, in_stock.id))
+    assert restocked["in_stock"] is True and restocked["stock_on_hand"] == 12
+    assert emptied["in_stock"] is False and emptied["stock_on_hand"] == 0 and emptied["restock_earliest"]
+    delisted = client.put(
+        "/api/inventory/stock",
+        json={"levels": [{"variant_id": back, "stock_on_hand": 5, "available": False}]},
+    )
+    assert delisted.json() == {"updated": 1, "sold_out": 1}
+    assert client.get(f"/api/inventory/outlook/{back}").json()["in_stock"] is False
+    bad = client.put(
+        "/api/inventory/stock",
+        json={
+            "levels": [
+                {"variant_id": in_stock.id, "stock_on_hand": 40},
+                {"variant_id": "nope", "stock_on_hand": 1},
+            ]
+        },
+    )
+    assert bad.status_code == 422 and "unknown variant 'nope'" in bad.json()["detail"]
+    assert client.get(f"/api/inventory/outlook/{in_stock.id}").json()["stock_on_hand"] == 0  # unchanged
+    for body in ({"levels": [{"variant_id": back, "stock_on_hand": -3}]}, {"levels": [{"variant_id": back}]}):
+        assert client.put("/api/inventory/stock", json=body).status_code == 422
 
 
 def test_forecast_plot_endpoint(client: TestClient) -> None:
@@ -552,6 +681,11 @@ def test_forecast_routes_are_for_admins_and_keyed_services(store_db: Engine, tmp
         assert c.get(url, headers=bearer("garbage")).status_code == 401
         assert c.get("/api/forecast/9612497925.png").status_code == 401
         assert c.get("/api/inventory/reorder").status_code == 401
+        feed = {"rows": [{"variant_id": "9612497925", "day": "2026-11-19", "units": 1}]}
+        assert c.post("/api/inventory/sales", json=feed).status_code == 401
+        assert c.post("/api/inventory/sales", json=feed, headers=shopper).status_code == 403
+        assert c.put("/api/inventory/stock", json={"levels": []}, headers=agent).status_code == 403
+        assert c.post("/api/inventory/sales", json=feed, headers={"X-API-Key": "inv-key"}).status_code == 200
         assert c.get(url, headers=admin).status_code == 200
         assert c.get(url, headers={"X-API-Key": "inv-key"}).status_code == 200
         assert c.get("/api/forecast/0000000000", headers=admin).status_code == 404
