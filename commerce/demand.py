@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -47,7 +47,7 @@ from shopdesk.settings import Settings
 
 log = logging.getLogger(__name__)
 LEVELS = (80, 95)
-CACHE_VERSION = 2  # bump when the forecast logic changes: old files stop matching
+CACHE_VERSION = 3  # bump when the forecast logic changes: old files stop matching
 
 
 class UnknownVariant(LookupError):
@@ -152,11 +152,23 @@ class _History:
 
     frame: pd.DataFrame  # unique_id, ds, y
     censored_days: int
-    last_day: date
+    last_day: date  # the store's sales are recorded through this day (the variant's zeros included)
 
 
-def _histories(sales: pd.DataFrame, today: date) -> dict[str, _History]:
-    """Per variant, the days before `today` (one pass over the frame sorted by variant and day)."""
+def sales_through(engine: Engine, today: date) -> date | None:
+    """The last day before `today` the store has any sales recorded for: how far the feed reaches."""
+    day = DailySales.__table__.c.day  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        last = conn.execute(select(func.max(day)).where(day < today)).scalar()
+    return date.fromisoformat(last) if isinstance(last, str) else last
+
+
+def _histories(sales: pd.DataFrame, today: date, through: date | None = None) -> dict[str, _History]:
+    """Per variant, the days before `today` (one pass over the frame sorted by variant and day).
+
+    A day without a row, up to `through` (the store's last recorded day; by default the frame's own),
+    is a day without sales: feeds that send only the days something sold leave them out, and the zeros
+    after a variant's last sale are what tells the model it stopped selling."""
     sales = sales[sales["ds"] < pd.Timestamp(today)]
     frame = sales[["unique_id", "ds", "y"]].reset_index(drop=True)
     ids, ys = frame["unique_id"].to_numpy(), frame["y"].to_numpy()
@@ -164,17 +176,24 @@ def _histories(sales: pd.DataFrame, today: date) -> dict[str, _History]:
     out: dict[str, _History] = {}
     if not len(ids):  # a store without sales yet
         return out
+    end_day = pd.Timestamp(through) if through is not None else pd.Timestamp(days.max())
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     for start, end in zip(starts, np.r_[starts[1:], len(ids)], strict=True):
-        y = ys[start:end]
+        part, y = frame.iloc[start:end], ys[start:end]
+        if days[end - 1] < end_day:  # no rows after the last sale: zeros up to the store's last day
+            tail = pd.date_range(days[end - 1] + pd.Timedelta(days=1), end_day, freq="D")
+            part = pd.concat(
+                [part, pd.DataFrame({"unique_id": ids[start], "ds": tail, "y": 0.0})], ignore_index=True
+            )
+            y = np.r_[y, np.zeros(len(tail))]
         censored = 0
         if sold_out[start] and (y > 0).any():
             zero_tail = len(y) - 1 - int(np.flatnonzero(y > 0)[-1])
             censored = (zero_tail // 7) * 7  # whole weeks: the weekday pattern stays in phase
         out[str(ids[start])] = _History(
-            frame=frame.iloc[start : end - censored],
+            frame=part.iloc[: len(part) - censored],
             censored_days=censored,
-            last_day=pd.Timestamp(days[end - 1]).date(),
+            last_day=part["ds"].iloc[-1].date(),
         )
     return out
 
@@ -221,17 +240,28 @@ def _write_cached(settings: Settings, vid: str, key: str, fc: DemandForecast) ->
     tmp.replace(folder / f"{vid}.json")
 
 
+def _lag(h: _History, today: date) -> int:
+    """Days between the last recorded day and today: forecast steps that fall before today."""
+    return max((today - h.last_day).days - 1, 0)
+
+
 def _to_model(vid: str, sf: SeriesForecast, h: _History, today: date, issues: list[Issue]) -> DemandForecast:
-    points = []
-    for i in range(len(sf.mean)):
+    points, lag = [], _lag(h, today)
+    for i in range(lag, len(sf.mean)):
         bounds: dict[str, float] = {}
         for lv in LEVELS:
             if lv in sf.lo:
                 bounds[f"lo_{lv}"] = round(float(sf.lo[lv][i]), 4)
                 bounds[f"hi_{lv}"] = round(float(sf.hi[lv][i]), 4)
-        points.append(ForecastPoint(ds=today + timedelta(days=i), mean=round(float(sf.mean[i]), 4), **bounds))
+        day = today + timedelta(days=i - lag)
+        points.append(ForecastPoint(ds=day, mean=round(float(sf.mean[i]), 4), **bounds))
     bt = sf.as_dict()["backtest"]
     notes = [i.message for i in issues if i.unique_id == vid]
+    if lag:
+        notes.append(
+            f"sales are recorded through {h.last_day}: the {lag} day(s) since are not in the data yet,"
+            " so the forecast starts that many days after the history ends"
+        )
     if h.censored_days:
         notes.append(
             f"the last {h.censored_days} days of zero sales were a stock-out, not demand: left out of the fit"
@@ -251,9 +281,11 @@ def _to_model(vid: str, sf: SeriesForecast, h: _History, today: date, issues: li
 
 def _compute(histories: dict[str, _History], spec: ForecastSpec, today: date) -> dict[str, DemandForecast]:
     frame = pd.concat([h.frame for h in histories.values()], ignore_index=True)
-    prep = prepare(frame, spec)
+    # Forecast dates start on `today`: a censored history ends whole weeks earlier, in the same phase;
+    # a feed that lags (the store's last recorded day before yesterday) needs that many extra steps.
+    lag = max(_lag(h, today) for h in histories.values())
+    prep = prepare(frame, replace(spec, horizon=spec.horizon + lag) if lag else spec)
     result = select_and_forecast(prep)
-    # Forecast dates start on `today`: a censored history ends whole weeks earlier, in the same phase.
     return {
         vid: _to_model(vid, sf, histories[vid], today, result.issues) for vid, sf in result.series.items()
     }
@@ -285,7 +317,9 @@ def forecast_variant(engine: Engine, settings: Settings, variant_id: str) -> Dem
             if db.get(Variant, variant_id) is None:
                 raise UnknownVariant(variant_id)
         raise LookupError(f"variant {variant_id!r} has no sales history: nothing to forecast")
-    hist = _histories(sales, today)[variant_id]
+    hist = _histories(sales, today, sales_through(engine, today)).get(variant_id)
+    if hist is None:
+        raise LookupError(f"variant {variant_id!r} has no sales recorded before {today}: nothing to forecast")
     spec = store_spec(settings, n_jobs=1)
     key = _cache_key(hist, spec, today)
     cached = _read_cached(settings, variant_id, key)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -349,6 +350,50 @@ def test_forecasts_are_cached_until_the_sales_change(
     assert forecast_variant(store_db, s, "9612497925") != first
 
 
+def test_days_a_feed_leaves_out_are_days_without_sales(
+    store_db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """A feed that sends only the days something sold gives the same forecast as one that sends zeros."""
+    vid, today = "9612497925", settings.store_day()
+    last_days = [today - timedelta(days=d) for d in range(1, 11)]
+    with Session(store_db) as db:
+        for day in last_days:
+            db.get(DailySales, (vid, day)).units = 0  # type: ignore[union-attr]
+        db.commit()
+    dense = forecast_variant(store_db, settings.model_copy(update={"var_dir": tmp_path / "dense"}), vid)
+    with Session(store_db) as db:
+        for day in last_days:
+            db.delete(db.get(DailySales, (vid, day)))
+        db.commit()
+    sparse = forecast_variant(store_db, settings.model_copy(update={"var_dir": tmp_path / "sparse"}), vid)
+    assert sparse == dense and sparse.points[0].ds == today and not sparse.notes
+
+
+def test_a_lagging_feed_keeps_the_weekdays_in_phase(
+    store_db: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sales recorded only through 5 days ago: the forecast still starts today, each weekday on its own
+    weekday (seasonal naive, so each point is the last recorded value of the same weekday)."""
+    monkeypatch.setattr(
+        demand, "store_spec", lambda st, **kw: replace(cheap_spec(st, **kw), candidates=("seasonal_naive",))
+    )
+    vid, today = "9612497925", settings.store_day()
+    through = today - timedelta(days=5)
+    with Session(store_db) as db:
+        for row in db.exec(select(DailySales).where(col(DailySales.day) > through)):
+            db.delete(row)
+        db.commit()
+        units = {r.day: r.units for r in db.exec(select(DailySales).where(DailySales.variant_id == vid))}
+    last_week = [units[through - timedelta(days=d)] for d in range(7)]
+    assert len(set(last_week)) > 1  # a weekly pattern, or any alignment would pass
+    fc = forecast_variant(store_db, settings, vid)
+    assert fc.as_of == today and len(fc.points) == settings.forecast_horizon_days
+    for p in fc.points[:14]:
+        same_weekday = through - timedelta(days=(through - p.ds).days % 7)
+        assert p.mean == pytest.approx(units[same_weekday]), p.ds
+    assert any(f"recorded through {through}" in n for n in fc.notes)
+
+
 def test_stock_out_zeros_are_not_demand(db: Session, settings: Settings) -> None:
     v = sold_out(db, "lead")
     fc = forecast_variant(db.get_bind(), settings, v.id)  # type: ignore[arg-type]
@@ -399,6 +444,11 @@ def test_histories_read_the_same_from_postgres(
             for frame in (lite, post)
         ]
         assert keys[0] == keys[1] and set(keys[0]) == set(ids)
+        assert (
+            demand.sales_through(pg, today)
+            == demand.sales_through(db.get_bind(), today)
+            == today - timedelta(days=1)
+        )  # type: ignore[arg-type]
         with Session(pg) as target:  # the feed's upsert in PostgreSQL's dialect
             rows = [SalesRow(variant_id=ids[0], day=today - timedelta(days=1), units=77)]
             rows.append(SalesRow(variant_id=ids[0], day=today, units=2))
