@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from api.deps import SessionDep, SettingsDep, require_admin_or_service
-from commerce.demand import DemandForecast, UnknownVariant, forecast_png, forecast_variant
+from commerce.demand import DemandForecast, UnknownVariant, forecast_png, forecast_variant, sales_through
 from commerce.inventory import ReorderLine, StockOutlook, reorder_list, stock_outlook
 from commerce.models import Product, Variant
 from commerce.sales_feed import (
@@ -54,6 +54,7 @@ class ForecastOut(DemandForecast):
 
 class ReorderOut(BaseModel):
     as_of: date
+    sales_through: date | None  # the last day the sales feed has recorded: the forecasts know no later
     count: int
     lines: list[ReorderLine]
 
@@ -107,7 +108,9 @@ def inventory_reorder(
     """Variants to reorder now (stock + open orders at or under the reorder point), most urgent first."""
     lines = reorder_list(db, settings)
     shown = lines[:limit] if limit else lines
-    return ReorderOut(as_of=settings.store_day(), count=len(lines), lines=shown)
+    today = settings.store_day()
+    through = sales_through(_engine(db), today)
+    return ReorderOut(as_of=today, sales_through=through, count=len(lines), lines=shown)
 
 
 @router.get("/inventory/outlook/{variant_id}", response_model=StockOutlook)

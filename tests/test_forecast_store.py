@@ -628,6 +628,7 @@ def test_reorder_endpoint(store_db: Engine, cheap_cache: Path, monkeypatch: pyte
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] > 15 and len(body["lines"]) == 15
+    assert body["sales_through"] == (s.store_day() - timedelta(days=1)).isoformat()
     urgency = [line["urgency_days"] for line in body["lines"]]
     assert urgency == sorted(urgency)
 

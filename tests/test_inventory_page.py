@@ -5,6 +5,7 @@ variant's forecast plot and restock outlook, an unknown variant. The forecasts u
 Screenshots go to var/test-artifacts/inventory_page/.
 """
 
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def test_inventory_tab_shows_the_reorder_list_a_forecast_plot_and_the_restock_ou
     page.wait_for_selector("#inv-reorder tbody tr[data-variant]", timeout=WAIT)
     rows = page.query_selector_all("#inv-reorder tbody tr[data-variant]")
     assert 0 < len(rows) <= 25
-    assert "to reorder as of" in page.inner_text("#inv-status")
+    status = page.inner_text("#inv-status")
+    assert "to reorder as of" in status and "sales feed" not in status  # the demo's feed is current
     urgency = [float(r.query_selector("td:nth-child(10)").inner_text().split()[0]) for r in rows]
     assert urgency == sorted(urgency)
 
@@ -80,4 +82,31 @@ def test_inventory_tab_shows_the_reorder_list_a_forecast_plot_and_the_restock_ou
     page.click("#inv-lookup button")
     page.wait_for_function(
         "() => document.querySelector('#inv-status').textContent.includes('No variant 1234')"
+    )
+
+
+def test_inventory_tab_warns_when_the_sales_feed_lags(page: Any, live_server: str) -> None:
+    """The list as the server sends it, but with sales recorded only through 5 days before its day."""
+
+    sent: list[str] = []
+
+    def lagging(route: Any) -> None:
+        body = route.fetch().json()
+        sent.append((date.fromisoformat(body["as_of"]) - timedelta(days=5)).isoformat())
+        route.fulfill(json={**body, "sales_through": sent[-1]})
+
+    page.goto(live_server + "/admin")
+    page.fill("#login-user", "root")
+    page.fill("#login-pass", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#tab-inventory", state="visible")
+    page.route("**/api/inventory/reorder*", lagging)
+    page.click("#tab-inventory")
+    page.wait_for_selector("#inv-status.warn", timeout=WAIT)
+    assert f"through {sent[0]} (4 day(s) missing): check the sales feed" in page.inner_text("#inv-status")
+    page.unroute("**/api/inventory/reorder*")
+    page.click("#inv-form button")
+    page.wait_for_selector("#inv-status:not(.warn)", timeout=WAIT)
+    page.wait_for_function(
+        "() => document.querySelector('#inv-status').textContent.includes('to reorder as of')"
     )

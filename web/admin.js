@@ -415,10 +415,15 @@
   function num(x, digits) { return x === null || x === undefined ? "–" : Number(x).toFixed(digits); }
   async function loadReorder() {
     const limit = $("#inv-limit").value;
-    $("#inv-status").textContent = "Loading the reorder list (the first request of a store day forecasts every variant: up to a minute)…";
+    $("#inv-status").classList.remove("warn");
+    $("#inv-status").textContent = "Loading the reorder list (if the forecasts of this store day are not ready yet, up to a minute)…";
     try {
       const r = await api("GET", "/api/inventory/reorder" + (limit ? "?limit=" + limit : ""));
-      $("#inv-status").textContent = r.count + " variant(s) to reorder as of " + r.as_of + (limit && r.count > r.lines.length ? "; showing the " + r.lines.length + " most urgent." : ".");
+      const lagDays = r.sales_through ? Math.round((Date.parse(r.as_of) - Date.parse(r.sales_through)) / 864e5) - 1 : null;
+      $("#inv-status").textContent = r.count + " variant(s) to reorder as of " + r.as_of + (limit && r.count > r.lines.length ? "; showing the " + r.lines.length + " most urgent." : ".")
+        + (r.sales_through === null ? " No sales are recorded yet: the forecasts have nothing to go on."
+          : lagDays > 0 ? " Sales are recorded only through " + r.sales_through + " (" + lagDays + " day(s) missing): check the sales feed." : "");
+      $("#inv-status").classList.toggle("warn", r.sales_through === null || lagDays > 0);
       $("#inv-reorder tbody").replaceChildren(...(r.lines.length ? r.lines.map((l) => h("tr", { "data-variant": l.variant_id }, [
         h("td", {}, [h("strong", { text: l.product_name }), " ", h("span", { class: "muted", text: options(l.options) }), h("div", {}, h("code", { text: l.variant_id }))]),
         h("td", { text: l.supplier || "none on record" }),
@@ -433,6 +438,7 @@
   }
   let plotUrl = null;
   async function showVariant(id) {
+    $("#inv-status").classList.remove("warn");
     $("#inv-status").textContent = "Forecasting " + id + "…";
     try {
       const [fc, outlook] = await Promise.all([api("GET", "/api/forecast/" + encodeURIComponent(id)), api("GET", "/api/inventory/outlook/" + encodeURIComponent(id))]);
