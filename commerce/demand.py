@@ -11,8 +11,8 @@ history, the forecasting settings and the store day, so each one is stored under
 key matches and recomputes only that variant otherwise: new sales, another day or other settings
 invalidate it by themselves, and nothing has to be purged by hand. `forecast_all` fills the cache for
 every variant in one parallel batch (the reorder list needs them all): the server runs it in the
-background when it starts (`warm_cache`), and a nightly `python -m commerce.demand` keeps it filled
-when the store day turns; otherwise the first reorder request of the day pays for it. Single variants
+background when it starts and, for a live store day, after each UTC midnight (`keep_warm`); `python -m
+commerce.demand` does the same from cron; otherwise the first reorder request of the day pays for it. Single variants
 (the bot's `stock_outlook`, `GET /api/forecast/{id}`) compute alone in ~0.1-1 s when not cached.
 """
 
