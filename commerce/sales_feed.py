@@ -133,14 +133,15 @@ def set_stock(db: Session, levels: Sequence[StockLevel]) -> StockReport:
         seen.add(lv.variant_id)
     problems += [f"unknown variant {v!r}" for v in _unknown_ids(db, seen)]
     _check(problems)
-    sold_out = 0
-    for lv in levels:
-        available = lv.stock_on_hand > 0 if lv.available is None else lv.available and lv.stock_on_hand > 0
-        sold_out += not available
-        db.execute(
-            update(Variant)
-            .where(col(Variant.id) == lv.variant_id)
-            .values(stock_on_hand=lv.stock_on_hand, available=available)
-        )
+    rows = [
+        {
+            "id": lv.variant_id,
+            "stock_on_hand": lv.stock_on_hand,
+            "available": lv.stock_on_hand > 0 and lv.available is not False,
+        }
+        for lv in levels
+    ]
+    if rows:  # one executemany by primary key, not a statement per variant
+        db.execute(update(Variant), rows)
     db.commit()
-    return StockReport(updated=len(levels), sold_out=sold_out)
+    return StockReport(updated=len(rows), sold_out=sum(not r["available"] for r in rows))
