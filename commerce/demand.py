@@ -11,7 +11,7 @@ history, the forecasting settings and the store day, so each one is stored under
 key matches and recomputes only that variant otherwise: new sales, another day or other settings
 invalidate it by themselves, and nothing has to be purged by hand. `forecast_all` fills the cache for
 every variant in one parallel batch (the reorder list needs them all): the server runs it in the
-background when it starts and, for a live store day, after each UTC midnight (`keep_warm`); `python -m
+background when it starts and, for a live store day, after each midnight in the store's time zone (`keep_warm`); `python -m
 commerce.demand` does the same from cron; otherwise the first reorder request of the day pays for it. Single variants
 (the bot's `stock_outlook`, `GET /api/forecast/{id}`) compute alone in ~0.1-1 s when not cached.
 """
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dt_time
 from pathlib import Path
 
@@ -387,11 +387,12 @@ def warm_cache(engine: Engine, settings: Settings) -> BatchReport | None:
     return report
 
 
-def seconds_to_next_day() -> float:
-    """Until a minute past the next UTC midnight, when a live store day turns."""
-    now = datetime.now(UTC)
-    turn = datetime.combine(now.date() + timedelta(days=1), dt_time(0, 1), tzinfo=UTC)
-    return (turn - now).total_seconds()
+def seconds_to_next_day(zone: tzinfo, now: datetime | None = None) -> float:
+    """Until a minute past the store's next midnight, when a live store day turns. Aware datetimes of
+    one zone subtract as wall clocks, so both go to UTC first: a DST night is 23 or 25 hours long."""
+    now = (now or datetime.now(UTC)).astimezone(zone)
+    turn = datetime.combine(now.date() + timedelta(days=1), dt_time(0, 1), tzinfo=zone)
+    return (turn.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
 
 
 def keep_warm(
@@ -399,10 +400,11 @@ def keep_warm(
     settings: Settings,
     stop: threading.Event,
     *,
-    until_next_day: Callable[[], float] = seconds_to_next_day,
+    until_next_day: Callable[[], float] | None = None,
 ) -> None:
     """The server's forecast thread: warm the cache now and, for a live store day, again each time
-    the day turns (every forecast's key holds the day), until `stop` is set."""
+    the day turns in the store's time zone (every forecast's key holds the day), until `stop` is set."""
+    until_next_day = until_next_day or (lambda: seconds_to_next_day(settings.store_zone))
     warm_cache(engine, settings)
     while settings.store_day_is_live and not stop.wait(until_next_day()):
         warm_cache(engine, settings)

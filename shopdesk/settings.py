@@ -1,10 +1,11 @@
 """One settings object for the whole product (env prefix SHOPDESK_)."""
 
 import secrets
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,8 +22,11 @@ class Settings(BaseSettings):
     seed_file: Path = ROOT / "data" / "seed" / "db.json"
     seed: int = 20261122
     # The store's "today" for forecasts, restock dates and the seed: an ISO date (the demo's, where the
-    # generated history ends, so seeding is reproducible) or "live", the current UTC date (a real store).
+    # generated history ends, so seeding is reproducible) or "live", the current date where the store is.
     store_today: str = "2026-11-20"
+    # Where the store's day turns (IANA name): a live store day, the sales feed's "not after today" check
+    # and the nightly forecast refit follow the store's midnight, not the server's.
+    store_timezone: str = "UTC"
 
     llm_backend: Literal["local", "openai_compat", "scripted"] = "local"
     llm_base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8001/v1"])
@@ -113,13 +117,32 @@ class Settings(BaseSettings):
                 raise ValueError(f"store_today must be a date (YYYY-MM-DD) or {LIVE_DAY!r}") from None
         return value
 
+    @field_validator("store_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"store_timezone must be an IANA time zone such as 'Europe/Berlin', not {value!r}"
+            ) from None
+        return value
+
+    @property
+    def store_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.store_timezone)
+
     @property
     def store_day_is_live(self) -> bool:
         return self.store_today == LIVE_DAY
 
     def store_day(self) -> date:
-        """The store's today (see `store_today`): the current UTC date when live."""
-        return datetime.now(UTC).date() if self.store_day_is_live else date.fromisoformat(self.store_today)
+        """The store's today (see `store_today`): when live, the current date in the store's time zone."""
+        return (
+            datetime.now(self.store_zone).date()
+            if self.store_day_is_live
+            else date.fromisoformat(self.store_today)
+        )
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -670,7 +671,43 @@ def test_the_forecast_thread_rewarms_when_a_live_day_turns(
     s = Settings(_env_file=None, store_today=day)  # type: ignore[call-arg]
     demand.keep_warm(None, s, stop, until_next_day=lambda: waits.append(1) or 0.01)  # type: ignore[arg-type]
     assert len(calls) == warms and len(waits) == waits_for_the_day  # the last wait ends on `stop`
-    assert 0 < demand.seconds_to_next_day() <= 24 * 3600 + 60
+
+
+@pytest.mark.parametrize(
+    ("zone", "now_utc", "seconds"),
+    [
+        ("UTC", datetime(2026, 11, 22, 23, 0, tzinfo=UTC), 61 * 60),
+        ("Pacific/Auckland", datetime(2026, 11, 22, 10, 59, tzinfo=UTC), 120),  # 23:59 NZDT
+        ("America/New_York", datetime(2026, 11, 23, 3, 0, tzinfo=UTC), 2 * 3600 + 60),  # 22:00 EST
+        # Berlin leaves summer time on 2026-10-25: that day is 25 hours long, the spring one 23.
+        ("Europe/Berlin", datetime(2026, 10, 24, 22, 1, tzinfo=UTC), 25 * 3600),
+        ("Europe/Berlin", datetime(2026, 3, 28, 23, 1, tzinfo=UTC), 23 * 3600),
+    ],
+)
+def test_a_live_day_turns_at_the_store_midnight(zone: str, now_utc: datetime, seconds: int) -> None:
+    assert demand.seconds_to_next_day(ZoneInfo(zone), now_utc) == seconds
+
+
+def test_a_live_store_day_is_the_date_where_the_store_is(store_db: Engine, tmp_path: Path) -> None:
+    """UTC+14 and UTC-12 are 26 hours apart, so their dates differ at every moment; the sales feed
+    takes the store's own today."""
+    ahead, behind = (
+        Settings(_env_file=None, store_today="live", store_timezone=zone)  # type: ignore[call-arg]
+        for zone in ("Pacific/Kiritimati", "Etc/GMT+12")
+    )
+    assert ahead.store_day() > behind.store_day()
+    assert ahead.store_day() == datetime.now(ZoneInfo("Pacific/Kiritimati")).date()
+    with pytest.raises(ValueError, match="IANA time zone"):
+        Settings(_env_file=None, store_timezone="Mars/Olympus")  # type: ignore[call-arg]
+    s = ahead.model_copy(
+        update={"llm_backend": "scripted", "database_url": str(store_db.url), "var_dir": tmp_path}
+    )
+    row = {"variant_id": "9612497925", "day": ahead.store_day().isoformat(), "units": 2}
+    with TestClient(create_app(s, backend=ScriptedBackend())) as c:
+        r = c.post("/api/inventory/sales", json={"rows": [row]})
+        assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+        late = {**row, "day": (ahead.store_day() + timedelta(days=1)).isoformat()}
+        assert c.post("/api/inventory/sales", json={"rows": [late]}).status_code == 422
 
 
 def test_a_live_store_day_forecasts_from_the_current_date(store_db: Engine, tmp_path: Path) -> None:
