@@ -65,7 +65,8 @@ def _engine(db: SessionDep) -> Engine:
 
 
 def _not_found(exc: LookupError) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc).strip("'\""))
+    """The exception's own message: str() of a KeyError would wrap it in quotes."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0]) if exc.args else "not found")
 
 
 # Declared before /forecast/{variant_id}, which would otherwise take "123.png" for an id.
@@ -78,7 +79,7 @@ def forecast_plot(variant_id: str, db: SessionDep, settings: SettingsDep) -> Res
         png = forecast_png(_engine(db), settings, variant_id)
     except LookupError as exc:
         raise _not_found(exc) from exc
-    return Response(content=png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+    return Response(content=png, media_type="image/png", headers={"Cache-Control": "private, no-cache"})
 
 
 @router.get("/forecast/{variant_id}", response_model=ForecastOut)

@@ -139,7 +139,12 @@ def sales_frame(engine: Engine, variant_ids: list[str] | None = None) -> pd.Data
     with engine.connect() as conn:
         sales = pd.DataFrame(conn.execute(q).cursor.fetchall(), columns=["unique_id", "ds", "y"])
         variants = pd.DataFrame(conn.execute(vq).all(), columns=["unique_id", "available", "stock_on_hand"])
-    sales["ds"] = pd.to_datetime(sales["ds"], format="%Y-%m-%d")
+    # A day pandas cannot hold (before 1677: the feed refuses those, but a row written around it must
+    # not take the whole reorder list down) is left out, and said once.
+    sales["ds"] = pd.to_datetime(sales["ds"], format="%Y-%m-%d", errors="coerce")
+    if bad := int(sales["ds"].isna().sum()):
+        log.warning("left out %d daily sales row(s) with a day outside 1677-2262", bad)
+        sales = sales.dropna(subset=["ds"])
     sales["y"] = sales["y"].astype(float)
     return sales.merge(variants, on="unique_id", how="left").sort_values(
         ["unique_id", "ds"], ignore_index=True

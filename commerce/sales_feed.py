@@ -11,7 +11,7 @@ history and whether the variant is sold out (commerce/demand.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
@@ -24,6 +24,7 @@ from commerce.models import DailySales, Variant
 MAX_ROWS = 50_000  # per request: a year of a 130-variant store's days
 MAX_UNITS = 1_000_000  # a day's units of one variant above this is a unit mix-up, not a sale
 MAX_PROBLEMS = 20  # listed in an error; the count says how many more
+OLDEST_YEARS = 10  # a backfill reaches this far before today; older days are a mistyped year
 
 
 class SalesRow(BaseModel):
@@ -77,13 +78,16 @@ def _unknown_ids(db: Session, ids: set[str]) -> list[str]:
 
 
 def record_sales(db: Session, rows: Sequence[SalesRow], today: date) -> SalesReport:
-    """Upsert daily units; rejects (writing nothing) unknown variants, days after `today` and a
-    variant-day listed twice."""
+    """Upsert daily units; rejects (writing nothing) unknown variants, days after `today` or more than
+    OLDEST_YEARS before it, and a variant-day listed twice."""
     problems: list[str] = []
     seen: set[tuple[str, date]] = set()
+    oldest = today - timedelta(days=round(365.25 * OLDEST_YEARS))
     for i, r in enumerate(rows):
         if r.day > today:
             problems.append(f"rows[{i}]: {r.day} is after the store's today ({today})")
+        elif r.day < oldest:
+            problems.append(f"rows[{i}]: {r.day} is more than {OLDEST_YEARS} years before the store's today")
         if (r.variant_id, r.day) in seen:
             problems.append(f"rows[{i}]: {r.variant_id} on {r.day} is listed twice")
         seen.add((r.variant_id, r.day))

@@ -83,6 +83,7 @@ def test_inventory_tab_shows_the_reorder_list_a_forecast_plot_and_the_restock_ou
     page.wait_for_function(
         "() => document.querySelector('#inv-status').textContent.includes('No variant 1234')"
     )
+    assert page.is_hidden("#inv-detail")  # the previous variant's plot is not shown as 1234's
 
 
 def test_inventory_tab_warns_when_the_sales_feed_lags(page: Any, live_server: str) -> None:

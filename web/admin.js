@@ -456,7 +456,9 @@
       $("#inv-notes").replaceChildren(...fc.notes.map((n) => h("li", { text: n })));
       $("#inv-detail").hidden = false; $("#inv-detail").scrollIntoView({ block: "start" });
       $("#inv-status").textContent = "";
-    } catch (e) { $("#inv-status").textContent = e.status === 404 ? "No variant " + id + "." : "Could not forecast " + id + ": " + e.message; }
+    } catch (e) {
+      $("#inv-detail").hidden = true; // never leave another variant's plot under this id
+      $("#inv-status").textContent = e.status === 404 ? "No variant " + id + "." : "Could not forecast " + id + ": " + e.message; }
   }
   $("#inv-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadReorder(); });
   $("#inv-lookup").addEventListener("submit", (ev) => { ev.preventDefault(); showVariant($("#inv-variant").value.trim()); });
