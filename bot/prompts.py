@@ -15,6 +15,8 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
+import jinja2.sandbox
 import yaml
 from sqlalchemy.engine import Engine
 
@@ -22,7 +24,13 @@ from shopdesk.settings import ROOT
 
 PROMPTS_DIR = ROOT / "prompts"
 HARD_MAX_LENGTH = 20_000  # no header may allow a longer body: every turn pays for the prompt
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# Prompts are edited through the admin page: a template is data, not code. The sandbox refuses
+# attribute walks such as `x.__class__.__mro__`, and without globals (lipsum, cycler, range...) a body
+# can reach nothing but the variables the bot passes.
+_ENV = jinja2.sandbox.ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
+)
+_ENV.globals.clear()
 _HEADER_KEYS = {"name", "description", "variables", "max_length", "sample"}
 
 
@@ -93,6 +101,16 @@ class Validation:
     rendered_sample: str | None = None
 
 
+def _private_names(tree: jinja2.nodes.Template) -> list[str]:
+    """Attributes and keys starting with "_" (`x.__class__`, `x['_y']`): the sandbox refuses them at
+    render time; the editor should hear it when saving, sample values or not."""
+    names = {node.attr for node in tree.find_all(jinja2.nodes.Getattr) if node.attr.startswith("_")}
+    for node in tree.find_all(jinja2.nodes.Getitem):
+        if isinstance(node.arg, jinja2.nodes.Const) and str(node.arg.value).startswith("_"):
+            names.add(str(node.arg.value))
+    return sorted(names)
+
+
 def validate_prompt(text: str, name: str, provided: tuple[str, ...] | None = None) -> Validation:
     """Everything that would make the bot fail or misbehave at run time, as messages for a person.
 
@@ -136,10 +154,15 @@ def validate_prompt(text: str, name: str, provided: tuple[str, ...] | None = Non
     if len(body) > max_length:
         errors.append(f"the prompt is {len(body)} characters long; the limit is {max_length}")
     try:
-        used = sorted(jinja2.meta.find_undeclared_variables(_ENV.parse(body)))
+        tree = _ENV.parse(body)
     except jinja2.TemplateSyntaxError as exc:
         errors.append(f"the template does not compile: {exc.message} (line {exc.lineno} of the body)")
         return Validation(False, errors, [])
+    used = sorted(jinja2.meta.find_undeclared_variables(tree))
+    errors += [
+        f"{{{{ ...{name} }}}}: names starting with _ are internals, not prompt text"
+        for name in _private_names(tree)
+    ]
     for var in sorted(expected - set(used)):
         errors.append(f"the required variable {{{{ {var} }}}} is not used")
     for var in sorted(set(used) - expected):
@@ -150,7 +173,7 @@ def validate_prompt(text: str, name: str, provided: tuple[str, ...] | None = Non
     if not errors and expected <= set(sample):
         try:
             rendered = _ENV.from_string(body).render(**sample).strip()
-        except jinja2.TemplateError as exc:
+        except jinja2.TemplateError as exc:  # SecurityError included
             errors.append(f"rendering with the sample values fails: {exc}")
     return Validation(not errors, errors, used, rendered)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
@@ -16,7 +17,7 @@ from sqlmodel import Session, func, select
 from bot import abtest, prompt_versions
 from bot.agent import ASK_TEXT, SAFE_FALLBACK
 from bot.llm.scripted import ScriptedBackend
-from bot.prompts import PROMPTS_DIR, PromptStore, validate_prompt
+from bot.prompts import PROMPTS_DIR, PromptStore, parse_prompt, validate_prompt
 from commerce.models import (
     Conversation,
     ConversationRating,
@@ -133,6 +134,29 @@ def test_validation_rejects_broken_missing_unknown_and_too_long():
     assert any("fixed by the code" in e for e in widened.errors)
 
 
+@pytest.mark.parametrize(
+    "injected",
+    [
+        "{{ lipsum.__globals__['os'].getpid() }}",
+        "{{ store_name.__class__.__mro__[1].__subclasses__() }}",
+        "{{ store_name['__class__'] }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ range(10) }}",
+    ],
+)
+def test_a_prompt_reaches_nothing_but_its_variables(injected: str) -> None:
+    """An admin's template is data: no globals, no attribute walks into Python, at save or at run."""
+    system = edited(
+        (PROMPTS_DIR / "system.md").read_text(), "{{ store_name }}", "{{ store_name }} " + injected
+    )
+    verdict = validate_prompt(system, "system", ("store_name",))
+    assert not verdict.ok and verdict.rendered_sample is None, verdict
+    prompt = parse_prompt(system, "system")  # a file written around the admin page
+    with pytest.raises(jinja2.TemplateError):
+        prompt.render(store_name="Shop")
+    assert "Shop" in parse_prompt(edited(system, injected, ""), "system").render(store_name="Shop")
+
+
 def test_validate_endpoint_and_a_refused_save_writes_nothing(client, admin, admin_settings):
     current = client.get("/api/admin/prompts/answer", headers=admin).json()
     bad = current["text"].replace("facts", "fact")
@@ -140,6 +164,10 @@ def test_validate_endpoint_and_a_refused_save_writes_nothing(client, admin, admi
     assert r.status_code == 200 and not r.json()["ok"]
     assert any("{{ facts }} is not used" in e for e in r.json()["errors"])
     assert any("unknown variable {{ fact }}" in e for e in r.json()["errors"])
+    evil = current["text"].replace("{{ facts }}", "{{ facts }} {{ facts.__class__.__mro__ }}")
+    r = client.post("/api/admin/prompts/answer/validate", json={"text": evil}, headers=admin)
+    assert r.status_code == 200 and not r.json()["ok"] and "<class" not in r.text
+    assert any("names starting with _" in e for e in r.json()["errors"])
     r = client.put(
         "/api/admin/prompts/answer", json={"text": bad, "base_version": current["version"]}, headers=admin
     )
