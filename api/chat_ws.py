@@ -12,7 +12,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, StrictBool, TypeAdapter, field_validator
 from sqlmodel import Session
 
 from api import frames
@@ -32,10 +32,17 @@ class MessageFrame(BaseModel):
     text: str = Field(min_length=1, max_length=4000)
     id: str | None = Field(default=None, max_length=64, description="client message id, for dedup")
 
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the message is blank")
+        return value
+
 
 class ConfirmFrame(BaseModel):
     type: Literal["confirm"]
-    approve: bool
+    approve: StrictBool  # the buttons send true/false; "yes" in a confirm frame is a client bug
 
 
 class PingFrame(BaseModel):

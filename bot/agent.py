@@ -53,6 +53,7 @@ SAFE_FALLBACK = (
     "or cancelling an order before it leaves our warehouse. I can also connect you with a person."
 )
 DECLINED_TEXT = "Okay, I haven't changed anything."
+NOTHING_TO_CONFIRM_TEXT = "There is nothing waiting for your confirmation; nothing was changed."
 OFF_TOPIC_TEXT = (
     "Sorry, I can only help with this store: your orders, returns, delivery, payments and our products. "
     "Is there anything like that I can do for you?"
@@ -315,7 +316,16 @@ class Agent:
             return conv.failed_turns >= self.settings.handoff_failed_turns
 
     async def confirm(self, conversation_id: str, approve: bool) -> AsyncIterator[Event]:
-        """The confirm/cancel buttons: the same path as typing yes or no."""
+        """The confirm/cancel buttons: the same path as typing yes or no. A button for an action no
+        longer waiting (already answered in another tab, or a stale widget) stores nothing and asks
+        the model nothing: a "yes" to nothing is not a message."""
+        with session_scope(self.engine) as db:
+            conv = db.get(Conversation, conversation_id)
+            waiting = conv is not None and bool(conv.pending_action)
+        if not waiting:
+            yield {"type": "error", "code": "nothing_to_confirm", "message": NOTHING_TO_CONFIRM_TEXT}
+            yield {"type": "done"}
+            return
         async for event in self.run_turn(conversation_id, "yes" if approve else "no"):
             yield event
 

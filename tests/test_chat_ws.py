@@ -77,6 +77,8 @@ def test_order_status_streams_with_a_card(client, backend):
         (lambda ws: ws.send_text(json.dumps({"type": "dance"})), "unknown_type"),
         (lambda ws: ws.send_text(json.dumps([1, 2])), "invalid_frame"),
         (lambda ws: ws.send_text(json.dumps({"type": "message", "text": ""})), "invalid_frame"),
+        (lambda ws: ws.send_text(json.dumps({"type": "message", "text": " \n\t "})), "invalid_frame"),
+        (lambda ws: ws.send_text(json.dumps({"type": "confirm", "approve": "yes"})), "invalid_frame"),
         (lambda ws: ws.send_text(json.dumps({"type": "message", "text": "x" * 17_000})), "too_large"),
         (lambda ws: ws.send_bytes(b"\x00\xff\x10binary"), "binary_frame"),
         (lambda ws: ws.send_text(json.dumps({"type": "message", "text": "hi\x00there"})), "invalid_text"),
@@ -152,6 +154,20 @@ def test_rest_bad_input(client):
     assert (
         client.get("/api/conversation/messages", headers={"Authorization": "Bearer nope"}).status_code == 401
     )
+
+
+def test_a_confirm_with_nothing_pending_stores_nothing_and_asks_no_model(client, backend):
+    """A stale button (answered in another tab, an old widget): an error, no "yes" message, no turn."""
+    token = session(client)["token"]
+    with client.websocket_connect(f"/ws/chat?token={token}") as ws:
+        ws.receive_json()
+        ws.send_text(json.dumps({"type": "confirm", "approve": True}))
+        events = until_done(ws)
+        assert [e["type"] for e in events] == ["error", "done"] and events[0]["code"] == "nothing_to_confirm"
+        assert_usable(ws)
+    assert backend.calls == []
+    history = client.get("/api/conversation/messages", headers={"Authorization": f"Bearer {token}"})
+    assert history.json()["messages"] == []
 
 
 def test_messages_endpoint_shows_only_the_tokens_conversation(client):
