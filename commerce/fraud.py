@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +71,8 @@ MAX_MODEL_REASONS = 3
 MIN_CONTRIBUTION = 0.2  # log-odds: smaller pushes are not worth an agent's attention
 MAX_ITEM_PRICE = 50_000.0  # the catalog tops out near $3,300: anything above is a typo or an attack
 MAX_ORDER_TOTAL = 250_000.0
+CLOCK_SKEW = timedelta(minutes=10)  # a checkout's clock may run this far ahead of ours
+GUEST_MAX_AGE_YEARS = 10  # scoring a guest order older than this is a mistyped year
 MAX_QUANTITY = 50
 
 # For the store history (~2,600 orders, 24 features). First 15 leaves x 300 rounds; then cut to
@@ -533,13 +535,25 @@ def score_order(
 
 def score_payload(db: Session, settings: Settings, payload: OrderPayload) -> FraudAssessment:
     """The risk of an order being placed. Raises UnknownCustomer, and PayloadError (with the field)
-    for an unknown variant or a payment method that is not the customer's."""
-    at = payload.created_at.astimezone(UTC) if payload.created_at else datetime.now(UTC)
+    for an unknown variant, a payment method that is not the customer's, or a time the order cannot
+    have been placed at (in the future, or before the account existed: the features would be
+    nonsense, such as an account minus 2,000 years old)."""
+    now = datetime.now(UTC)
+    at = payload.created_at.astimezone(UTC) if payload.created_at else now
+    if at > now + CLOCK_SKEW:
+        raise PayloadError("created_at", f"{at.isoformat()} is in the future")
     customer = None
     if payload.customer_id is not None:
         customer = load_customer(db, payload.customer_id)
         if customer is None:
             raise UnknownCustomer(payload.customer_id)
+        if at < customer.created_at:
+            raise PayloadError(
+                "created_at",
+                f"{at.isoformat()} is before the account was opened ({customer.created_at.date()})",
+            )
+    elif at < now - timedelta(days=365 * GUEST_MAX_AGE_YEARS):
+        raise PayloadError("created_at", f"{at.isoformat()} is more than {GUEST_MAX_AGE_YEARS} years ago")
     known = catalog(db, (i.variant_id for i in payload.items))
     items: list[tuple[str, float]] = []
     for n, item in enumerate(payload.items):

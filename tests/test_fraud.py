@@ -616,6 +616,15 @@ def test_api_bad_input_names_the_field(client: TestClient) -> None:
         (good | {"payment_kind": "paypal"}, "body", "exactly one"),
         (good | {"ship_address": {"city": "X"}}, "ship_address.address1", "required"),
         (good | {"created_at": "yesterday"}, "created_at", "datetime"),
+        (good | {"created_at": "0001-01-01T00:00:00Z"}, "created_at", "before the account was opened"),
+        (good | {"created_at": "9999-12-31T23:59:59Z"}, "created_at", "in the future"),
+        (
+            good
+            | {"customer_id": None, "payment_method_id": None, "payment_kind": "paypal"}
+            | {"created_at": "1990-01-01T00:00:00Z"},
+            "created_at",
+            "more than 10 years ago",
+        ),
         (good | {"coupon": "FREE"}, "coupon", "not permitted"),
         ({"order_id": 2611340}, "order_id", "string"),
         ({"order_id": "#W2611340", "action": "refund"}, "action", "cancel"),
