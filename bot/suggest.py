@@ -48,16 +48,21 @@ async def draft(agent: "Agent", conversation_id: str, message_id: int) -> AsyncI
     if tool is not None:
         args = _arguments(tool, user_texts, text)
         if args is not None and tool.execute is not None:
-            label = ACTION_VERBS.get(tool.name, tool.name.replace("_", " ")).format(
-                **{"order_id": "", **args}
-            )
-            drafts.append(
-                {
-                    "text": f"I can {label} for you now. Shall I go ahead?",
-                    "citations": [],
-                    "action": {"tool": tool.name, "args": args, "label": label[:1].upper() + label[1:]},
-                }
-            )
+            preview = await _preview(agent, conversation_id, tool, args, user_texts)
+            if preview.proposal:
+                label = ACTION_VERBS.get(tool.name, tool.name.replace("_", " ")).format(
+                    **{"order_id": "", **args}
+                )
+                drafts.append(
+                    {
+                        "text": f"I can {label} for you now. Shall I go ahead?",
+                        "citations": [],
+                        "action": {"tool": tool.name, "args": args, "label": label[:1].upper() + label[1:]},
+                    }
+                )
+            elif preview.text:  # not this customer's order, already cancelled...: say so, offer nothing
+                facts.append(preview.text)
+                drafts.append({"text": preview.text, "citations": [], "card": preview.card})
         elif args is not None:
             result = await _lookup(agent, conversation_id, tool, args, user_texts)
             if result.outcome == "ok":
@@ -164,6 +169,33 @@ async def _lookup(
         except Exception:
             db.rollback()
             return ToolResult(outcome="error", text="")
+
+
+async def _preview(
+    agent: "Agent", conversation_id: str, tool: Tool, args: dict[str, Any], user_texts: list[str]
+) -> ToolResult:
+    """What the agent's click would propose, checked now, as `Agent.run_agent_action` checks it (the
+    bound customer, the order's state, the risk gate with the assigned agent as reviewer): a button
+    for an action that would be refused is a promise the agent cannot keep. Nothing is written."""
+    with session_scope(agent.engine) as db:
+        conv = db.get(Conversation, conversation_id)
+        assert conv is not None
+        if not tool.available_to(conv):
+            return ToolResult(outcome="refused", text="")
+        ctx = ToolContext(
+            db,
+            conv,
+            user_texts,
+            retriever=agent.retriever,
+            settings=agent.settings,
+            reviewed_by=conv.assigned_agent_id,
+        )
+        try:
+            return await tool.run(tool.args_model.model_validate(args), ctx)
+        except Exception:
+            return ToolResult(outcome="error", text="")
+        finally:
+            db.rollback()
 
 
 async def _model_draft(

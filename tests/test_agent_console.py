@@ -239,6 +239,39 @@ def test_an_agent_takes_over_replies_runs_a_suggested_cancel_on_click_and_hands_
     assert len(agent_messages) == 2 and {m["agent"] for m in agent_messages} == {"Alex"}
 
 
+@pytest.mark.parametrize(
+    ("order_id", "why"),
+    [("#W5065081", "another customer's order"), ("#W3220203", "processed: it has left the warehouse")],
+)
+def test_no_action_is_suggested_that_the_click_would_refuse(client, backend, order_id: str, why: str) -> None:  # type: ignore[no-untyped-def]
+    """A button saying "I can cancel order X" must be one the agent's click can keep."""
+    auth = login(client)
+    session = shopper(client)
+    conv = session["conversation_id"]
+    with client.websocket_connect(f"/ws/chat?token={session['token']}") as chat:
+        chat.receive_json()
+        backend.push({"action": "handoff", "reason": "shopper asked for a person"})
+        say(chat, "I want to talk to a person")
+        token = auth["Authorization"].split()[1]
+        with client.websocket_connect(f"/ws/agent?token={token}") as console:
+            console.receive_json()
+            console.send_text(json.dumps({"type": "watch", "conversation_id": conv}))
+            until(console, "watching")
+            assert client.post(f"/api/agent/conversations/{conv}/take-over", headers=auth).status_code == 200
+            backend.push("Let me look at that order.")  # the model's draft
+            say(chat, f"please cancel order {order_id}")
+            while (seen := until(console, "shopper_message"))["message"][
+                "text"
+            ] != f"please cancel order {order_id}":
+                pass
+            while (event := until(console, "suggestions"))["message_id"] != seen["message"]["id"]:
+                pass
+            suggestions = event["suggestions"]
+    assert suggestions and not any(s["action"] for s in suggestions), (why, suggestions)
+    assert not any(s["text"].startswith("I can cancel order") for s in suggestions), why
+    assert any(order_id in s["text"] for s in suggestions), suggestions  # the refusal, for the agent to send
+
+
 def test_an_edited_suggestion_is_recorded_as_edited_and_close_keeps_tags_and_note(
     client, backend, store_db
 ) -> None:  # type: ignore[no-untyped-def]
