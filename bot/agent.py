@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from bot import grounding, handoff, sentiment, slots
 from bot.llm.base import BackendError, ChatBackend, Message, TextDelta, ToolCall
 from bot.prompts import PromptStore
-from bot.tools import ToolContext, ToolRegistry, ToolResult, default_tools, slot_values
+from bot.tools import ToolContext, ToolRegistry, ToolResult, branch_decision, default_tools, slot_values
 from commerce import customers
 from commerce.models import Conversation, ToolCallRecord, utcnow
 from commerce.models import Message as MessageRow
@@ -472,6 +472,13 @@ class Agent:
         identity: str,
         turn: "_Turn",
     ) -> dict[str, Any]:
+        verdict = await self._answer_to_question(conv, text, user_texts)
+        if verdict is not None:
+            turn.answering = verdict["action"]
+            turn.steps.append(
+                {"type": "decision", "answers": verdict["action"], "valid": True, "decision": verdict}
+            )
+            return verdict
         verdict = self._sure_decision(conv, text, user_texts)
         if verdict is not None:
             turn.steps.append({"type": "decision", "router": True, "valid": True, "decision": verdict})
@@ -497,6 +504,59 @@ class Agent:
             return {"action": "answer"}
         turn.steps.append({"type": "decision", "raw": raw[:500], "valid": True, "decision": decision})
         return decision
+
+    async def _answer_to_question(
+        self, conv: Conversation, text: str, user_texts: list[str]
+    ) -> dict[str, Any] | None:
+        """The same tool again when the bot's last reply was its question back ("which version of the
+        keyboard?") and this message answers it: "linear, no backlight, 80%" names no action, yet it
+        continues the exchange. A message answers when it changes what the tool says (a proposal, a
+        narrower question); "where is my other order?" changes nothing and takes the usual path, as
+        do a no and a message naming another action."""
+        asked = self._open_question(conv.id)
+        if asked is None or asked[0] not in self.tools or slots.yes_or_no(text) is False:
+            return None
+        tool = self.tools.get(asked[0])
+        others = [t for t in self.tools.available(conv) if t.name != tool.name and t.triggers is not None]
+        if not tool.available_to(conv) or any(t.requested_in(text) for t in others):
+            return None
+        branches = tool.decision_branches(slot_values(user_texts))
+        if not branches:
+            return None
+        decision = branch_decision(branches[0], text)
+        with session_scope(self.engine) as db:
+            ctx = ToolContext(db, conv, user_texts, retriever=self.retriever, settings=self.settings)
+            try:
+                args = tool.args_model.model_validate({k: v for k, v in decision.items() if k != "action"})
+                preview = await tool.run(args, ctx)
+            except Exception:
+                return None
+            finally:
+                db.rollback()  # a look only: the real call runs (and is audited) as the turn's action
+        if preview.outcome == "ask" and redact_value(preview.text) == asked[1]:
+            return None
+        return decision
+
+    def _open_question(self, conversation_id: str) -> tuple[str, str] | None:
+        """(tool, the question as audited) when a tool's question back is the bot's latest word: its
+        call (outcome "ask") is the conversation's last, made after the shopper's previous message."""
+        with session_scope(self.engine) as db:
+            last_call = db.exec(
+                select(ToolCallRecord)
+                .where(ToolCallRecord.conversation_id == conversation_id)
+                .order_by(col(ToolCallRecord.id).desc())
+            ).first()
+            if last_call is None or last_call.outcome != "ask":
+                return None
+            said = db.exec(
+                select(MessageRow.created_at)
+                .where(MessageRow.conversation_id == conversation_id, MessageRow.role == "user")
+                .order_by(col(MessageRow.id).desc())
+                .limit(2)
+            ).all()
+        if len(said) < 2 or last_call.created_at < said[1]:
+            return None
+        return last_call.tool, str((last_call.result or {}).get("text", ""))
 
     def _sure_decision(self, conv: Conversation, text: str, user_texts: list[str]) -> dict[str, Any] | None:
         """Decisions that leave a model nothing to choose, taken in code.
@@ -534,11 +594,7 @@ class Agent:
         if top is not None and named_branches:
             # An action named in so many words ("cancel", "a person") and the router's first pick:
             # the arguments are the shopper's own latest values; writes still wait for a yes.
-            decision: dict[str, Any] = {"action": top.name}
-            for name, prop in named_branches[0]["properties"].items():
-                if name != "action":
-                    decision[name] = prop["enum"][0] if "enum" in prop else text[:200]
-            return decision
+            return branch_decision(named_branches[0], text)
         # ...unless the help pages may answer it ("how do I change the address of an order?").
         general = [name for name in ranked if name in available and not available[name].needs_identity]
         if top is not None and not general and "order_id" in top.missing_slots(backing):
@@ -669,7 +725,14 @@ class Agent:
         with session_scope(self.engine) as db:
             conv = db.get(Conversation, conversation_id)
             assert conv is not None
-            ctx = ToolContext(db, conv, user_texts, retriever=self.retriever, settings=self.settings)
+            ctx = ToolContext(
+                db,
+                conv,
+                user_texts,
+                retriever=self.retriever,
+                settings=self.settings,
+                answering=turn.answering if turn is not None else None,
+            )
             try:
                 result = await self.tools.call(name, args, ctx)
             except Exception:  # a tool bug must not kill the chat
@@ -967,6 +1030,7 @@ class _Turn:
         self.handoff: tuple[str, str] | None = None  # (trigger, reason): a person takes over after it
         self.said_handoff = False
         self.tool_calls: list[dict[str, Any]] = []  # for the agents' live transcript
+        self.answering: str | None = None  # the tool whose question back this turn's message answers
 
     def mark_first_token(self) -> None:
         if self.ttft_ms is None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import grounding
 from bot.llm.base import TextDelta
-from bot.tools import Tool, ToolContext, ToolResult, slot_values
+from bot.tools import Tool, ToolContext, ToolResult, branch_decision, slot_values
 from commerce.models import Conversation, SuggestedReply
 from commerce.models import Message as MessageRow
 from shopdesk.db import session_scope
@@ -145,11 +145,7 @@ def _arguments(tool: Tool, user_texts: list[str], text: str) -> dict[str, Any] |
     branches = tool.decision_branches(slot_values(user_texts))
     if not branches:
         return None
-    args: dict[str, Any] = {}
-    for name, prop in branches[0]["properties"].items():
-        if name == "action":
-            continue
-        args[name] = prop["enum"][0] if "enum" in prop else text[:200]
+    args = {k: v for k, v in branch_decision(branches[0], text).items() if k != "action"}
     try:
         return tool.args_model.model_validate(args).model_dump()
     except Exception:

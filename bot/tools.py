@@ -36,6 +36,7 @@ class ToolContext:
     settings: Any = None  # shopdesk.settings.Settings of the running agent (None: the process's)
     cleared_order: str | None = None  # an order the shopper just proved they hold (risk step-up)
     reviewed_by: int | None = None  # a support agent runs this action: they are the risk review
+    answering: str | None = None  # the tool whose question back ("which version?") this message answers
 
     @property
     def customer_id(self) -> str | None:
@@ -209,7 +210,8 @@ class ToolRegistry:
                 text="I need a little more information for that.",
                 audit={"errors": exc.errors(include_url=False)},
             )
-        if tool.needs_confirmation and not tool.requested_in(ctx.user_texts[-1] if ctx.user_texts else ""):
+        latest = ctx.user_texts[-1] if ctx.user_texts else ""
+        if tool.needs_confirmation and not (tool.requested_in(latest) or ctx.answering == tool.name):
             return ToolResult(
                 outcome="invalid",
                 text="I can do that if you ask me to; what would you like?",
@@ -223,6 +225,18 @@ class ToolRegistry:
                 audit={"unbacked": unbacked},
             )
         return await tool.run(args, ctx)
+
+
+def branch_decision(branch: dict[str, Any], text: str) -> dict[str, Any]:
+    """A decision from one of a tool's decision branches, taken in code: enum arguments are the
+    shopper's own values (the branch offers only those), free-text ones their latest message."""
+    decision: dict[str, Any] = {}
+    for name, prop in branch["properties"].items():
+        if name == "action":
+            decision["action"] = prop["const"]
+        else:
+            decision[name] = prop["enum"][0] if "enum" in prop else text[:200]
+    return decision
 
 
 def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:

@@ -206,6 +206,46 @@ async def test_without_the_wanted_option_the_tool_asks(store_db, settings) -> No
     assert not [e for e in events if e["type"] == "confirm"]
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "switch type linear, backlight none, size 80%",
+        "linear, none, 80%",
+        "the linear one with no backlight, 80%",
+    ],
+)
+async def test_an_answer_to_the_question_back_continues_the_exchange(store_db, settings, answer: str) -> None:  # type: ignore[no-untyped-def]
+    """The shopper answers "which version?" in their own words, without saying "exchange" again."""
+    customer, order_id, _ = KEYBOARD
+    agent = exchange_agent(store_db, settings, order_id)  # the model decides the first turn only
+    conv = conversation(store_db, customer)
+    assert "Which version" in reply(
+        await say(agent, conv, f"I'd like to exchange an item in order {order_id}")
+    )
+    events = await say(agent, conv, answer)
+    confirm = next(e for e in events if e["type"] == "confirm")
+    assert confirm["action"] == "exchange_items" and confirm["args"]["new_item_id"] == "1421289881", events
+    events = await say(agent, conv, "yes")
+    assert status(store_db, order_id) == "exchange requested", reply(events)
+
+
+async def test_a_message_that_answers_nothing_is_not_taken_for_the_answer(store_db, settings) -> None:  # type: ignore[no-untyped-def]
+    customer, order_id, _ = KEYBOARD
+    agent = exchange_agent(store_db, settings, order_id)
+    conv = conversation(store_db, customer)
+    await say(agent, conv, f"I'd like to exchange an item in order {order_id}")
+    agent.backend.push({"action": "answer"})  # type: ignore[attr-defined]
+    agent.backend.push("We are open every day.")  # type: ignore[attr-defined]
+    events = await say(agent, conv, "what are your opening hours?")
+    assert not [e for e in events if e["type"] == "confirm"] and "Which version" not in reply(events)
+    assert audits(store_db, conv)[-1].outcome == "ask"  # the exchange was not run again
+    agent.backend.push({"action": "answer"})  # type: ignore[attr-defined]
+    agent.backend.push("Okay.")  # type: ignore[attr-defined]
+    await say(agent, conv, "no, never mind")
+    await say(agent, conv, "linear, none, 80%")  # the question is no longer the bot's latest word
+    assert [a.outcome for a in audits(store_db, conv) if a.tool == "exchange_items"] == ["ask"]
+
+
 async def test_several_items_ask_which_one(store_db, settings) -> None:  # type: ignore[no-untyped-def]
     agent = exchange_agent(store_db, settings, "#W6239298")
     events = await say(agent, conversation(store_db, "lucas_brown_6720"), "exchange something in #W6239298")
