@@ -376,7 +376,7 @@ _PRODUCT_WORDS = {"t-shirt": ("tee", "tshirt"), "smartphone": ("phone", "cell ph
 # Values that are ordinary words or bare numbers count only when their option's name is mentioned too
 # ("size 10", "no ventilation"... ): "no" or "10" alone say nothing about a variant.
 _NEEDS_KEY = {"yes", "no", "none", "full", "half", "art", "plain", "custom", "fixed", "standard", "basic",
-              "light", "dark", "high", "low", "fresh", "not resistant"}  # fmt: skip
+              "light", "dark", "high", "low", "fresh"}  # fmt: skip
 
 
 def _phrase(text: str, plural: bool = False) -> str:

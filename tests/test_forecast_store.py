@@ -301,6 +301,10 @@ def test_reorder_list(
         ("extra large t-shirt in purple", [{"color": "purple", "size": "XL"}]),
         ("red XXL tshirts", [{"color": "red", "size": "XXL"}]),
         ("is the 1000ml glass water bottle in stock", [{"capacity": "1000ml", "material": "glass"}] * 2),
+        (  # "not resistant" is itself a value: it excludes the IPX7 pair
+            "when will the Wireless Earbuds black 6 hours not resistant be back in stock?",
+            [{"color": "black", "battery life": "6 hours", "water resistance": "not resistant"}],
+        ),
     ],
 )
 def test_find_variants_by_product_and_options(db: Session, text: str, expected: list[dict]) -> None:
