@@ -2,6 +2,8 @@
 citations and proposed actions that run only on the agent's click, hand back (one process, scripted)."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -68,6 +70,17 @@ def until(ws, kind: str, limit: int = 500) -> dict[str, Any]:  # type: ignore[no
         if event["type"] == kind:
             return event
     raise AssertionError(f"no {kind} event")
+
+
+@contextmanager
+def watching(client: TestClient, auth: dict[str, str], conv: str) -> Iterator[Any]:
+    """The agent's console socket, watching `conv`."""
+    token = auth["Authorization"].split()[1]
+    with client.websocket_connect(f"/ws/agent?token={token}") as console:
+        console.receive_json()
+        console.send_text(json.dumps({"type": "watch", "conversation_id": conv}))
+        until(console, "watching")
+        yield console
 
 
 def say(ws, text: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -252,11 +265,7 @@ def test_no_action_is_suggested_that_the_click_would_refuse(client, backend, ord
         chat.receive_json()
         backend.push({"action": "handoff", "reason": "shopper asked for a person"})
         say(chat, "I want to talk to a person")
-        token = auth["Authorization"].split()[1]
-        with client.websocket_connect(f"/ws/agent?token={token}") as console:
-            console.receive_json()
-            console.send_text(json.dumps({"type": "watch", "conversation_id": conv}))
-            until(console, "watching")
+        with watching(client, auth, conv) as console:
             assert client.post(f"/api/agent/conversations/{conv}/take-over", headers=auth).status_code == 200
             backend.push("Let me look at that order.")  # the model's draft
             say(chat, f"please cancel order {order_id}")
@@ -282,11 +291,7 @@ def test_an_edited_suggestion_is_recorded_as_edited_and_close_keeps_tags_and_not
         chat.receive_json()
         assert client.post(f"/api/agent/conversations/{conv}/take-over", headers=auth).status_code == 200
         until(chat, "handoff")
-        token = auth["Authorization"].split()[1]
-        with client.websocket_connect(f"/ws/agent?token={token}") as console:
-            console.receive_json()
-            console.send_text(json.dumps({"type": "watch", "conversation_id": conv}))
-            until(console, "watching")
+        with watching(client, auth, conv) as console:
             say(chat, "what is your return policy?")
             suggestion = until(console, "suggestions")["suggestions"][0]
         edited = client.post(
