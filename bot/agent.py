@@ -22,7 +22,15 @@ from sqlmodel import col, select
 from bot import grounding, handoff, sentiment, slots
 from bot.llm.base import BackendError, ChatBackend, Message, TextDelta, ToolCall
 from bot.prompts import PromptStore
-from bot.tools import ToolContext, ToolRegistry, ToolResult, branch_decision, default_tools, slot_values
+from bot.tools import (
+    ToolContext,
+    ToolRegistry,
+    ToolResult,
+    branch_decision,
+    default_tools,
+    dry_run,
+    slot_values,
+)
 from commerce import customers
 from commerce.models import Conversation, ToolCallRecord, utcnow
 from commerce.models import Message as MessageRow
@@ -524,16 +532,13 @@ class Agent:
         if not branches:
             return None
         decision = branch_decision(branches[0], text)
+        args = {k: v for k, v in decision.items() if k != "action"}
         with session_scope(self.engine) as db:
             ctx = ToolContext(db, conv, user_texts, retriever=self.retriever, settings=self.settings)
-            try:
-                args = tool.args_model.model_validate({k: v for k, v in decision.items() if k != "action"})
-                preview = await tool.run(args, ctx)
-            except Exception:
-                return None
-            finally:
-                db.rollback()  # a look only: the real call runs (and is audited) as the turn's action
-        if preview.outcome == "ask" and redact_value(preview.text) == asked[1]:
+            preview = await dry_run(tool, args, ctx)
+        if preview.outcome == "error" or (
+            preview.outcome == "ask" and redact_value(preview.text) == asked[1]
+        ):
             return None
         return decision
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import grounding
 from bot.llm.base import TextDelta
-from bot.tools import Tool, ToolContext, ToolResult, branch_decision, slot_values
+from bot.tools import Tool, ToolContext, ToolResult, branch_decision, dry_run, slot_values
 from commerce.models import Conversation, SuggestedReply
 from commerce.models import Message as MessageRow
 from shopdesk.db import session_scope
@@ -186,12 +186,7 @@ async def _preview(
             settings=agent.settings,
             reviewed_by=conv.assigned_agent_id,
         )
-        try:
-            return await tool.run(tool.args_model.model_validate(args), ctx)
-        except Exception:
-            return ToolResult(outcome="error", text="")
-        finally:
-            db.rollback()
+        return await dry_run(tool, args, ctx)
 
 
 async def _model_draft(

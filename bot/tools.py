@@ -239,6 +239,17 @@ def branch_decision(branch: dict[str, Any], text: str) -> dict[str, Any]:
     return decision
 
 
+async def dry_run(tool: Tool, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    """What the tool would say now, keeping nothing it wrote: a look before offering or continuing an
+    action (the real call runs, and is audited, separately). Bad arguments or a tool bug: "error"."""
+    try:
+        return await tool.run(tool.args_model.model_validate(args), ctx)
+    except Exception:
+        return ToolResult(outcome="error", text="")
+    finally:
+        ctx.db.rollback()
+
+
 def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:
     """Slot arguments whose value the shopper never wrote (so the model made them up)."""
     said = "\n".join(user_texts)
