@@ -18,6 +18,7 @@ from api import agent as agent_api
 from api import agent_ws, chat_ws, platform, recommendations, shopper, staff, storefront
 from api import forecast as forecast_api
 from api import fraud as fraud_api
+from api import orders as orders_api
 from api.nul_guard import NulGuard
 from bot.agent import Agent
 from bot.llm import ChatBackend, create_backend
@@ -107,7 +108,7 @@ def create_app(
                 cleanup()
 
     app = FastAPI(title="shopdesk", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(NulGuard)
+    app.add_middleware(NulGuard, max_body_bytes=settings.max_request_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(recommendations.router)
     app.include_router(storefront.router)
     app.include_router(forecast_api.router)
+    app.include_router(orders_api.router)
     app.include_router(admin_api.router)
     app.include_router(staff.router)
     app.include_router(agent_api.router)

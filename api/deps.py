@@ -113,6 +113,29 @@ def require_service(setting: str) -> Callable[..., Awaitable[None]]:
     return check
 
 
+def require_customer_or_service(setting: str) -> Callable[..., Awaitable[None]]:
+    """A dependency for routes about one customer (the path's `customer_id`): that customer's own
+    session token, or another service's X-API-Key = `settings.<setting>`. What a customer bought is
+    theirs: an id is guessable ("first_last_NNNN"), so knowing one must not be enough."""
+
+    async def check(
+        customer_id: str,
+        settings: SettingsDep,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> None:
+        if authorization is not None:
+            claims = await get_shopper(settings, authorization)
+            if claims.customer_id != customer_id:
+                raise HTTPException(
+                    status.HTTP_403_FORBIDDEN, "a shopper may only ask about their own account"
+                )
+            return
+        _check_api_key(settings, setting, x_api_key)
+
+    return check
+
+
 def require_admin_or_service(setting: str) -> Callable[..., Awaitable[None]]:
     """A dependency for routes that serve both the admin pages (an admin's bearer token) and other
     services (X-API-Key = `settings.<setting>`)."""

@@ -2,6 +2,10 @@
 `\\u0000` in a JSON body would otherwise reach a query and fail there as a 500 (SQLite stores it, so
 the same request would behave differently per database). Refused up front, it is a clear 400 / 422 on
 every database; WebSocket frames are checked by `api.frames`.
+
+Since it is the one place that reads a request body before any route, it also bounds its size: a
+body over the limit (declared in Content-Length, or counted as it arrives) is a 413 before more of it
+is read, so a client sending hundreds of megabytes cannot hold a worker and the memory behind it.
 """
 
 import json
@@ -30,8 +34,9 @@ class NulGuard:
     """Pure ASGI middleware (streams and sockets pass untouched): 400 for a NUL in the path or query,
     422 for one in a JSON body, before any route sees the request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 16 * 1024 * 1024) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -48,16 +53,27 @@ class NulGuard:
         if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        too_large = f"the request body is over the limit of {self.max_body_bytes:,} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _refuse(send, 413, too_large)
+            return
         messages: list[Message] = []
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                await _refuse(send, 413, too_large)
+                return
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
         if _JSON_NUL.search(body):
             await _refuse(send, 422, "text with a NUL character (\\u0000) cannot be stored")
             return

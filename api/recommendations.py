@@ -1,7 +1,9 @@
 """Recommendation REST (storefront and other services), over recsys.service.
 
 - `GET /api/recommendations/{customer_id}?k=&q=`: for a customer; unknown customers (or none with
-  orders) get the store's recent best sellers, marked `fallback`.
+  orders) get the store's recent best sellers, marked `fallback`. Its reasons tell what the customer
+  bought, so it wants the customer's own session token or X-API-Key = settings.recsys_api_key (unset:
+  a demo store answers anyone); the product and cart routes say nothing personal and are open.
 - `GET /api/products/{product_id}/similar?k=`: other products' variants like this one; 404 for an
   unknown product.
 - `POST /api/recommendations/cart?k=`: body `["variant or product id", ...]` or
@@ -17,10 +19,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SettingsDep, require_customer_or_service
 from recsys.serve import get_recommender
 from recsys.service import (
     MAX_K,
@@ -62,7 +64,11 @@ def _out(settings: SettingsDep, k: int, items: list[Recommendation]) -> Response
     return Response(out.model_dump_json(), media_type="application/json")
 
 
-@router.get("/recommendations/{customer_id}", response_model=RecommendationsOut)
+@router.get(
+    "/recommendations/{customer_id}",
+    response_model=RecommendationsOut,
+    dependencies=[Depends(require_customer_or_service("recsys_api_key"))],
+)
 async def for_customer(
     customer_id: Annotated[str, Path(min_length=1, max_length=64)],
     db: SessionDep,

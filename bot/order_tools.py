@@ -253,7 +253,7 @@ async def propose_exchange(args: ExchangeArgs, ctx: ToolContext) -> ToolResult:
         return not_found(args.order_id, why)
     view = orders.order_view(ctx.db, order)
     try:
-        orders.check_exchangeable(ctx.db, order)
+        orders.check_exchangeable(ctx.db, order, now=ctx.now())
     except orders.OrderNotExchangeable as exc:
         return _refuse(f"Order {order.id} can't be exchanged: {exc.why}.", "not_exchangeable", view)
     plan = plan_exchange(ctx.db, order, args, ctx.user_texts)
@@ -280,7 +280,9 @@ async def execute_exchange(args: ExchangeArgs, ctx: ToolContext) -> ToolResult:
     if plan.item is None or plan.variant is None or plan.question:
         return ToolResult(outcome="refused", text=f"Order {order.id} can no longer be exchanged that way.")
     try:
-        order, quote = orders.request_exchange(ctx.db, order.id, {plan.item.id: plan.variant.id})  # type: ignore[dict-item]
+        order, quote = orders.request_exchange(
+            ctx.db, order.id, {plan.item.id: plan.variant.id}, now=ctx.now()
+        )  # type: ignore[dict-item]
     except orders.OrderNotExchangeable as exc:
         return ToolResult(outcome="refused", text=f"Order {order.id} can no longer be exchanged: {exc.why}.")
     view = orders.order_view(ctx.db, order)
@@ -373,7 +375,7 @@ async def execute_address_change(args: AddressArgs, ctx: ToolContext) -> ToolRes
     parts = _address_parts(args, [])
     try:
         address = _validated(parts or {})
-        order = orders.change_address(ctx.db, order.id, address, channel="chat")
+        order = orders.change_address(ctx.db, order.id, address, channel="chat", now=ctx.now())
     except (InvalidAddress, KeyError):
         return ToolResult(outcome="refused", text="That address can no longer be used; nothing was changed.")
     except orders.AddressNotChangeable as exc:

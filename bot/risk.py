@@ -35,7 +35,9 @@ def assess(ctx: ToolContext, order: Order, action: str) -> dict[str, Any] | None
     from shopdesk.settings import get_settings
 
     try:
-        assessment = fraud.score_order(ctx.db, ctx.settings or get_settings(), order.id, action)
+        assessment = fraud.score_order(
+            ctx.db, ctx.settings or get_settings(), order.id, action, now=ctx.now()
+        )
     except Exception:  # the gate must not break the chat; the action still needs a yes
         log.exception("risk scoring failed for %s on %s", action, order.id)
         return None

@@ -12,6 +12,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -41,6 +42,12 @@ class ToolContext:
     @property
     def customer_id(self) -> str | None:
         return self.conversation.customer_id
+
+    def now(self) -> datetime:
+        """The store's clock (Settings.store_now): what return windows and risk are measured against."""
+        from shopdesk.settings import get_settings
+
+        return (self.settings or get_settings()).store_now()
 
 
 class ToolResult(BaseModel):
@@ -465,7 +472,7 @@ async def execute_cancel(args: CancelArgs, ctx: ToolContext) -> ToolResult:
     if order is None:
         return not_found(args.order_id, why)
     try:
-        order = orders.cancel_order(ctx.db, order.id, args.reason)
+        order = orders.cancel_order(ctx.db, order.id, args.reason, now=ctx.now())
     except orders.OrderNotCancellable as exc:
         return ToolResult(outcome="refused", text=f"Order {order.id} can no longer be cancelled ({exc}).")
     view = orders.order_view(ctx.db, order)
@@ -483,7 +490,7 @@ async def propose_return(args: OrderArgs, ctx: ToolContext) -> ToolResult:
         return not_found(args.order_id, why)
     view = orders.order_view(ctx.db, order)
     try:
-        orders.check_returnable(ctx.db, order)
+        orders.check_returnable(ctx.db, order, now=ctx.now())
     except orders.OrderNotReturnable as exc:
         return ToolResult(
             outcome="refused",
@@ -510,7 +517,7 @@ async def execute_return(args: OrderArgs, ctx: ToolContext) -> ToolResult:
     if order is None:
         return not_found(args.order_id, why)
     try:
-        order = orders.request_return(ctx.db, order.id)
+        order = orders.request_return(ctx.db, order.id, now=ctx.now())
     except orders.OrderNotReturnable as exc:
         return ToolResult(outcome="refused", text=f"Order {order.id} can no longer be returned: {exc.why}.")
     view = orders.order_view(ctx.db, order)

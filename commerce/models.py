@@ -185,7 +185,7 @@ class AddressChange(SQLModel, table=True):
     customer_id: str = Field(foreign_key="customer.id", index=True)
     order_id: str | None = Field(default=None, foreign_key="orders.id", index=True)
     changed_at: datetime
-    channel: str = Field(default="web", max_length=16)  # web | chat | agent
+    channel: str = Field(default="web", max_length=16)  # web | chat | agent | api
     old_address1: str = ""
     old_zip: str = ""
     address1: str
@@ -403,5 +403,5 @@ class OrderExchange(SQLModel, table=True):
     new_variant_id: str = Field(foreign_key="variant.id", max_length=32)
     price_difference: float
     payment_method_id: str = Field(foreign_key="paymentmethod.id", max_length=64)
-    channel: str = Field(default="chat", max_length=16)  # chat | agent | web
+    channel: str = Field(default="chat", max_length=16)  # chat | agent | web | api
     requested_at: datetime = Field(default_factory=utcnow)

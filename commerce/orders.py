@@ -6,10 +6,12 @@ commit, so a tool or a REST route decides when the change becomes visible.
 """
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from commerce.addresses import ShippingAddress
@@ -380,18 +382,52 @@ def _options(options: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in options.items())
 
 
+def _take_stock(db: Session, quote: ExchangeQuote) -> None:
+    """Take the replacements out of stock at once, each in one conditional UPDATE: of two exchanges
+    racing for the last unit only one gets it (the other reads as not available), and the stock-outs
+    this causes reach the shop and the reorder list now, not at the next stock feed. Nothing is taken
+    unless every replacement is (what was taken is put back), so the caller's transaction holds
+    either the whole exchange or none of it."""
+    wanted = Counter(line.new_variant_id for line in quote.lines)
+    taken: list[tuple[str, int]] = []
+    for variant_id, units in sorted(wanted.items()):
+        table = Variant.__table__  # type: ignore[attr-defined]
+        result = db.execute(
+            update(table)
+            .where(table.c.id == variant_id, table.c.available.is_(True), table.c.stock_on_hand >= units)
+            .values(stock_on_hand=table.c.stock_on_hand - units, available=table.c.stock_on_hand > units)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            for back_id, back_units in taken:
+                db.execute(
+                    update(table)
+                    .where(table.c.id == back_id)
+                    .values(stock_on_hand=table.c.stock_on_hand + back_units, available=True)
+                )
+            line = next(x for x in quote.lines if x.new_variant_id == variant_id)
+            raise OrderNotExchangeable(
+                f"that version of the {line.name} ({_options(line.new_options)}) has just sold out"
+            )
+        taken.append((variant_id, units))
+    for variant_id in wanted:  # the ORM's copies of these rows are stale now
+        variant = db.get(Variant, variant_id)
+        if variant is not None:
+            db.refresh(variant)
+
+
 def request_exchange(
     db: Session, order_id: str, swaps: dict[int, str], *, channel: str = "chat", now: datetime | None = None
 ) -> tuple[Order, ExchangeQuote]:
-    """Record the swaps (OrderExchange rows) and mark the order "exchange requested"; the replacement
-    ships and the difference settles once the originals are back. Raises OrderNotFound and
-    OrderNotExchangeable. Flushes, never commits."""
+    """Record the swaps (OrderExchange rows), take the replacements out of stock and mark the order
+    "exchange requested"; the replacement ships and the difference settles once the originals are
+    back. Raises OrderNotFound and OrderNotExchangeable. Flushes, never commits."""
     oid = normalize_order_id(order_id)
     order = db.exec(select(Order).where(Order.id == oid).with_for_update()).first() if oid else None
     if order is None:
         raise OrderNotFound(order_id)
     check_exchangeable(db, order, now=now)
     quote = quote_exchange(db, order, swaps)
+    _take_stock(db, quote)  # first: when it fails, nothing of the exchange has been added
     at = now or datetime.now(UTC)
     for line in quote.lines:
         db.add(

@@ -168,11 +168,6 @@ class StoreNotEmpty(RuntimeError):
 # ---- time helpers -------------------------------------------------------------------------------
 
 
-def store_now(settings: Settings) -> datetime:
-    """The demo store's "now" (aware UTC): noon of `store_today`. Generated history ends here."""
-    return datetime.combine(settings.store_day(), time(12, 0), tzinfo=UTC)
-
-
 def _now_naive(today: date) -> datetime:
     return datetime.combine(today, time(12, 0))
 

@@ -1,7 +1,7 @@
 """One settings object for the whole product (env prefix SHOPDESK_)."""
 
 import secrets
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     demo_mode: bool = True  # lets POST /api/session sign in as any demo customer
 
     max_frame_bytes: int = 16 * 1024
+    # Any HTTP request body (api/nul_guard.py): the sales feed's 50,000-row batch is ~4 MB.
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     max_history_messages: int = 12
 
     # Fraud (commerce/fraud.py): the calibrated score decides allow / review (step-up or a human) / block.
@@ -56,6 +58,11 @@ class Settings(BaseSettings):
     fraud_block_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
     # POST /api/fraud/score wants this key in X-API-Key; unset, only a demo store answers it.
     fraud_api_key: SecretStr | None = None
+    # GET /api/recommendations/{customer_id} (what a customer bought shows through) wants this key in
+    # X-API-Key, or that customer's own session token; unset, only a demo store answers without one.
+    recsys_api_key: SecretStr | None = None
+    # The orders REST (api/orders.py) wants this key in X-API-Key; unset, only a demo store answers it.
+    orders_api_key: SecretStr | None = None
 
     # Demand forecast and purchasing (commerce/demand.py, commerce/inventory.py). Their REST wants an
     # admin's bearer token, or this key in X-API-Key from other services; unset, a demo store is open.
@@ -143,6 +150,14 @@ class Settings(BaseSettings):
             if self.store_day_is_live
             else date.fromisoformat(self.store_today)
         )
+
+    def store_now(self) -> datetime:
+        """The clock the store's rules read (return and exchange windows, an action's risk), aware UTC:
+        the real time for a live store day; for a fixed day, noon of it, where the seeded history
+        ends, so a demo store's windows stay where its seed put them however long after it runs."""
+        if self.store_day_is_live:
+            return datetime.now(UTC)
+        return datetime.combine(self.store_day(), time(12, 0), tzinfo=UTC)
 
 
 @lru_cache

@@ -206,6 +206,39 @@ def test_unknown_customer_gets_popular_available_items_marked_fallback(api, seed
     assert all(rows[i["variant_id"]].available for i in items)
 
 
+def test_a_customers_recommendations_are_for_them_or_a_service_only(trained):
+    """The reasons say what the customer bought: an anonymous caller who guessed the id learns nothing."""
+    from pydantic import SecretStr
+
+    from server import create_app
+    from shopdesk.security import SessionClaims, StaffClaims, issue_staff_token, issue_token
+
+    settings, _ = trained
+    s = settings.model_copy(update={"demo_mode": False, "recsys_api_key": SecretStr("recs-key")})
+    own = issue_token(SessionClaims(conversation_id="c", customer_id=CUSTOMER), s)
+    other = issue_token(SessionClaims(conversation_id="c", customer_id="noah_brown_6181"), s)
+    staff = issue_staff_token(StaffClaims(staff_id=1, role="admin", name="Ada"), s)
+    url = f"/api/recommendations/{CUSTOMER}"
+    with TestClient(create_app(s)) as c:
+        assert c.get(url).status_code == 401
+        assert c.get("/api/recommendations/nobody_at_all").status_code == 401  # no "exists?" oracle either
+        assert c.get(url, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 403
+        assert c.get(url, headers={"Authorization": f"Bearer {staff}"}).status_code == 403
+        assert c.get(url, headers={"Authorization": "Bearer garbage"}).status_code == 401
+        for headers in ({"X-API-Key": "recs-key"}, {"Authorization": f"Bearer {own}"}):
+            r = c.get(url, headers=headers)
+            assert r.status_code == 200 and any(
+                i["reason_kind"] == "bought_before" for i in r.json()["items"]
+            )
+        assert c.get("/api/products/1656367028/similar").status_code == 200  # nothing personal: open
+        assert c.post("/api/recommendations/cart", json=["1656367028"]).status_code == 200
+    unkeyed = s.model_copy(update={"recsys_api_key": None})
+    with TestClient(create_app(unkeyed)) as c:
+        refused = c.get(url)
+        assert refused.status_code == 403 and "SHOPDESK_RECSYS_API_KEY" in refused.json()["detail"]
+
+
 @pytest.mark.parametrize("k", ["0", "51", "many", "-3"])
 def test_k_out_of_range_is_422_everywhere(api, k):
     for method, url in (

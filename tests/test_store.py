@@ -41,7 +41,6 @@ from commerce.seed import (
     load_seed_file,
     seed_store,
     store_fingerprint,
-    store_now,
 )
 from shopdesk.db import make_engine, migrate
 from shopdesk.settings import Settings
@@ -213,7 +212,7 @@ def test_generation_depends_on_the_seed_only(store_settings: Settings, tau2: dic
 
 
 def test_order_dates_follow_status(db: Session, store_settings: Settings) -> None:
-    now = store_now(store_settings)
+    now = store_settings.store_now()
     start = now - timedelta(days=HISTORY_DAYS + 1)
     by_status: dict[str, list[datetime]] = defaultdict(list)
     for o in db.exec(select(Order)):
@@ -238,7 +237,7 @@ def _events(db: Session, shipment_id: int | None) -> list[ShipmentEvent]:
 
 
 def test_shipments_tell_the_order_story(db: Session, store_settings: Settings) -> None:
-    now, today = store_now(store_settings), store_settings.store_day()
+    now, today = store_settings.store_now(), store_settings.store_day()
     seen = Counter()
     for o in db.exec(select(Order)):
         ships = db.exec(select(Shipment).where(Shipment.order_id == o.id)).all()
