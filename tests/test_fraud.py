@@ -226,6 +226,7 @@ RULE_CASES = {
         None,
     ),
     "refund_history": ({"refunds_prior": 4, "refund_rate_prior": 0.8}, None),
+    "unseen_size": ({"n_items": 25}, None),
     "return_to_changed_address": ({"order_addr_changed": 1}, "return"),
     "serial_refunds": ({"refunds_total": 3, "refund_rate_total": 0.6}, "exchange"),
     "address_change_after_new_method": ({"pms_added_7d_now": 1}, "address_change"),
@@ -552,6 +553,34 @@ def test_score_payload(trained: Settings, db: Session) -> None:
     with pytest.raises(PayloadError) as err:
         score_payload(db, trained, _payload(payment_method_id="credit_card_0000000"))
     assert err.value.field == "payment_method_id"
+
+
+@pytest.mark.parametrize("kind", ["credit_card", "paypal", "gift_card"])
+def test_an_ordinary_guest_checkout_is_allowed_on_the_rules(
+    trained: Settings, db: Session, kind: str
+) -> None:
+    """The model learned accounts: to it a guest was an account opened this minute with a card added
+    this minute, and every guest paying by card or PayPal scored 1.0 (block)."""
+    guest = score_payload(
+        db,
+        trained,
+        _payload(
+            customer_id=None,
+            payment_method_id=None,
+            payment_kind=kind,
+            ship_address={"address1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"},
+        ),
+    )
+    assert guest.decision == "allow" and guest.rules_only and guest.reasons == []
+
+
+def test_orders_beyond_the_history_go_to_a_person(trained: Settings, db: Session) -> None:
+    """50 laptops on a stored gift card scored 0.0 with no reasons; no order in the history is that big."""
+    big = score_payload(db, trained, _payload(items=[{"variant_id": "2216662955", "quantity": 50}]))
+    assert big.decision in ("review", "block") and "unseen_size" in [r.code for r in big.reasons]
+    with pytest.raises(PayloadError, match="exceeds 250,000") as err:  # catalog prices count toward the cap
+        score_payload(db, trained, _payload(items=[{"variant_id": "2216662955", "quantity": 50}] * 100))
+    assert err.value.field == "items"
 
 
 # ---- REST -----------------------------------------------------------------------------------------------------
