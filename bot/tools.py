@@ -282,7 +282,11 @@ def unbacked_arguments(args: BaseModel, user_texts: list[str]) -> list[str]:
 
 def slot_values(user_texts: list[str]) -> dict[str, list[str]]:
     """Values each slot may take: what the shopper wrote, the latest message's values first (a
-    small model takes the first value it may, and "actually, it's #W..." corrects what came before)."""
+    small model takes the first value it may, and "actually, it's #W..." corrects what came before).
+
+    An order number in the latest message is the only one on offer: a shopper going through orders
+    one by one means the one they just wrote, and a small model under the grammar took an earlier
+    one ("status of #W1620235" answered with #W1539823's card). Without one, the newest comes first."""
     said = "\n".join(user_texts)
     latest = user_texts[-1] if user_texts else ""
 
@@ -295,7 +299,8 @@ def slot_values(user_texts: list[str]) -> dict[str, list[str]]:
     return {
         "first_name": list(dict.fromkeys([a for a, _ in pairs] + sorted(names)))[:64],
         "last_name": list(dict.fromkeys([b for _, b in pairs] + sorted(names)))[:64],
-        "order_id": latest_first(slots.order_ids),
+        "order_id": list(dict.fromkeys(slots.order_ids(latest)))
+        or list(dict.fromkeys(i for t in reversed(user_texts) for i in slots.order_ids(t))),  # newest first
         "email": latest_first(slots.emails),
         "zip": latest_first(slots.zips),
         "item_id": latest_first(slots.item_ids),

@@ -1072,6 +1072,8 @@ def read_long_csv(path: str | Any) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"unique_id": str, "ds": str}, keep_default_na=True)
     except FileNotFoundError as exc:
         raise ForecastInputError(f"file not found: {path}") from exc
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ForecastInputError(f"{path} is not a readable file: {exc.strerror}") from exc
     except pd.errors.EmptyDataError as exc:
         raise ForecastInputError(f"{path} is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:

@@ -6,7 +6,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -273,10 +273,13 @@ def chat(
         str | None, typer.Option(help="Chat with a running server, e.g. http://127.0.0.1:8000")
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="In-process backend: local, openai_compat, scripted")
+        Literal["local", "openai_compat", "scripted"] | None,
+        typer.Option(help="In-process backend: local, openai_compat, scripted"),
     ] = None,
 ) -> None:
     """A terminal chat: with a running server (--url) or in-process."""
+    import httpx
+
     settings = get_settings()
     if backend:
         settings = settings.model_copy(update={"llm_backend": backend})
@@ -285,6 +288,18 @@ def chat(
         asyncio.run(runner)
     except (KeyboardInterrupt, EOFError):
         console.print()
+    except ChatError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except (httpx.HTTPError, OSError) as exc:  # no server there, a bad URL, a dropped connection
+        err_console.print(
+            f"[red]error:[/] cannot chat with {url}: {exc or type(exc).__name__}", highlight=False
+        )
+        raise typer.Exit(2) from exc
+
+
+class ChatError(Exception):
+    """What stops `shopdesk chat` before it starts: an unknown customer, a server that said no."""
 
 
 def _render(event: dict[str, Any]) -> None:
@@ -310,10 +325,13 @@ def _render(event: dict[str, Any]) -> None:
 async def _chat_local(settings: Settings, customer_id: str | None) -> None:
     from bot.agent import Agent
     from bot.llm import create_backend
-    from commerce.models import Conversation
+    from commerce.models import Conversation, Customer
     from shopdesk.db import get_engine, session_scope
 
     engine = get_engine(settings)
+    with session_scope(engine) as db:
+        if customer_id is not None and db.get(Customer, customer_id) is None:
+            raise ChatError(f"no customer {customer_id!r} in the store (`shopdesk seed` loads the demo's)")
     agent = Agent(create_backend(settings), engine, settings)
     with session_scope(engine) as db:
         conv = Conversation(
@@ -334,11 +352,17 @@ async def _chat_remote(base_url: str, customer_id: str | None) -> None:
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         response = await client.post("/api/session", json={"customer_id": customer_id})
-        response.raise_for_status()
+        if response.is_error:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:200]
+            raise ChatError(f"{base_url} refused the session ({response.status_code}): {detail}")
         token = response.json()["token"]
     ws_url = base_url.replace("http", "ws", 1).rstrip("/") + f"/ws/chat?token={token}"
     async with websockets.connect(ws_url) as ws:
-        console.print(f"[dim]{json.loads(await ws.recv())}; empty line to quit[/]")
+        ready = json.loads(await ws.recv())
+        console.print(f"[dim]conversation {ready.get('conversation_id', '?')}; empty line to quit[/]")
         while text := await asyncio.to_thread(input, "\nyou> "):
             await ws.send(json.dumps({"type": "message", "text": text, "id": uuid.uuid4().hex}))
             sys.stdout.write("bot> ")
@@ -566,7 +590,7 @@ def eval_recsys(
     ] = None,
     split: Annotated[str, typer.Option(help="random, time or last-basket")] = "random",
     k: Annotated[int, typer.Option(min=1, max=100, help="Cutoff of NDCG@k and coverage")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of the random split")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the random split")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
 ) -> None:
     """NDCG@k, Recall@20 and coverage of every recommender and the hybrid on any interactions file."""

@@ -481,3 +481,11 @@ async def test_search_knowledge_without_an_index_says_so(store_db, settings):
     agent = Agent(backend, store_db, settings.model_copy(update={"llm_answer_style": "facts"}))
     events = await turn(agent, conversation(store_db, JAMES), "what is your warranty?")
     assert "not available" in final(events)["text"] and not final(events)["citations"]
+
+
+def test_an_order_number_in_the_latest_message_is_the_only_one_on_offer() -> None:
+    from bot.tools import slot_values
+
+    said = ["status of order #W1539823 please", "and #W1620235?"]
+    assert slot_values(said)["order_id"] == ["#W1620235"]
+    assert slot_values([*said, "can I cancel it?"])["order_id"] == ["#W1620235", "#W1539823"]  # latest first

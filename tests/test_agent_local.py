@@ -128,3 +128,17 @@ async def test_routed_decisions_of_the_real_model(
         message = next(e for e in events if e["type"] == "message")
         assert message["citations"][0]["source"].endswith("returns-and-exchanges.md")
         assert "day" in message["text"]
+
+
+async def test_going_through_orders_one_by_one_answers_the_one_just_named(
+    store_db, local_backend, routed_agent_parts
+):  # type: ignore[no-untyped-def]
+    """QA: the third order asked about got the first one's card: the grammar offered every order
+    number of the conversation, and the model took an earlier one."""
+    _retriever, router = routed_agent_parts
+    agent = Agent(local_backend, store_db, Settings(llm_backend="local"), router=lambda: router)
+    conv = conversation(store_db, "emma_santos_9753")
+    for order_id in ("#W1539823", "#W1620235", "#W2918688"):
+        events = await run(agent, conv, f"status of order {order_id} please")
+        cards = [e["card"] for e in events if e["type"] == "card"]
+        assert [c["id"] for c in cards] == [order_id], cards
